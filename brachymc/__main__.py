@@ -1,0 +1,5 @@
+import sys
+
+from brachymc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Input/output: TOML configuration, HDF5 dose files and physics-table caches."""

@@ -18,7 +18,7 @@ from brachymc.mc.physics import FluorescenceChannel, PhysicsSettings, PhysicsTab
 log = logging.getLogger(__name__)
 
 _ARRAYS = ("energy", "photo", "incoh", "coh", "muen", "compton_mean_transfer", "fl_cum", "fl_channel",
-           "line_cum", "line_energy", "compton_quantiles", "rayleigh_quantiles")
+           "line_cum", "line_energy", "compton_quantiles", "rayleigh_quantiles", "compton_pdf", "rayleigh_pdf")
 
 
 def write_tables(tables: PhysicsTables, path: str | Path) -> None:

@@ -36,8 +36,25 @@ def interp_lin(table, m, i, f):
     return lo + f * (table[m, i + 1] - lo)
 
 
-def sample_cos_theta(xp, quantiles, tables, m, energy, u):
-    """cos(theta) from a quantile table (nM, nS, nQ): bilinear in (ln E, u)."""
+def _within_interval(c0, c1, p0, p1, fu, xp):
+    """Point at probability fraction ``fu`` of the interval [c0, c1] under a linear pdf p0 -> p1."""
+    h = c1 - c0
+    area = fu * 0.5 * h * (p0 + p1)
+    slope = (p1 - p0) / xp.where(h > 0, h, 1.0)
+    root = xp.sqrt(xp.maximum(p0 * p0 + 2.0 * slope * area, 0.0))
+    den = p0 + root
+    x = xp.where(den > 0, 2.0 * area / xp.where(den > 0, den, 1.0), fu * h)
+    return c0 + xp.clip(x, 0.0, h)
+
+
+def sample_cos_theta(xp, quantiles, tables, m, energy, u, pdf=None):
+    """cos(theta) from a quantile table (nM, nS, nQ).
+
+    ``u`` selects a quantile interval and the position in it; with ``pdf`` (the pdf at the
+    quantiles) the position follows a linear pdf across the interval, otherwise it is linear
+    in cos. The two neighbouring table energies are sampled with the same ``u`` and the
+    results interpolated linearly in ln E.
+    """
     n_s, n_q = quantiles.shape[1], quantiles.shape[2]
     s = (xp.log(energy) - tables.sample_ln_e0) / tables.sample_dln
     j = xp.clip(xp.floor(s).astype(xp.int64), 0, n_s - 2)
@@ -45,13 +62,14 @@ def sample_cos_theta(xp, quantiles, tables, m, energy, u):
     v = u * (n_q - 1)
     k = xp.clip(xp.floor(v).astype(xp.int64), 0, n_q - 2)
     fu = v - k
-    q00 = quantiles[m, j, k]
-    q01 = quantiles[m, j, k + 1]
-    q10 = quantiles[m, j + 1, k]
-    q11 = quantiles[m, j + 1, k + 1]
-    lo = q00 + fu * (q01 - q00)
-    hi = q10 + fu * (q11 - q10)
-    return xp.clip(lo + fe * (hi - lo), -1.0, 1.0)
+    out = []
+    for jj in (j, j + 1):
+        c0, c1 = quantiles[m, jj, k], quantiles[m, jj, k + 1]
+        if pdf is None:
+            out.append(c0 + fu * (c1 - c0))
+        else:
+            out.append(_within_interval(c0, c1, pdf[m, jj, k], pdf[m, jj, k + 1], fu, xp))
+    return xp.clip(out[0] + fe * (out[1] - out[0]), -1.0, 1.0)
 
 
 def compton_energy(energy, cos_t):
@@ -86,7 +104,7 @@ def rotate(xp, direction, cos_t, phi):
     sin_t = xp.sqrt(xp.maximum(0.0, 1.0 - cos_t * cos_t))
     cp, sp = xp.cos(phi), xp.sin(phi)
     rho2 = 1.0 - w * w
-    ok = rho2 > 1e-10
+    ok = rho2 > 1e-20
     rho = xp.sqrt(xp.where(ok, rho2, 1.0))
     un = xp.where(ok, u * cos_t + sin_t * (u * w * cp - v * sp) / rho, sin_t * cp)
     vn = xp.where(ok, v * cos_t + sin_t * (v * w * cp + u * sp) / rho, sin_t * sp)

@@ -18,7 +18,9 @@ edge of the elements present exactly (twice: the value below and the value above
   energies/probabilities (xraylib ``CS_Photo_Partial``, ``FluorYield``, ``RadRate``,
   ``LineEnergy``);
 * inverse-CDF (quantile) tables of cos(theta) for Compton (Klein-Nishina x S(x)) and Rayleigh
-  ((1 + cos^2) F(x)^2) scattering; mixtures add the elemental terms weighted by w_i / A_i.
+  ((1 + cos^2) F(x)^2) scattering, with the pdf at each quantile so that sampling inside a
+  quantile interval follows a linear pdf (exact where S ~ x^2 makes the pdf vanish at
+  theta = 0); mixtures add the elemental terms weighted by w_i / A_i.
 
 xraylib's spline tables put the photoelectric jump within +-3e-4 (relative) of ``EdgeEnergy``;
 edge values are therefore extrapolated (log-log) from points 0.1 % and 0.2 % away on each side,
@@ -44,7 +46,7 @@ from brachymc.errors import PhysicsDataError
 from brachymc.materials import Material
 
 #: Bump when the content or layout of the tables changes (invalidates caches).
-TABLE_VERSION = 3
+TABLE_VERSION = 4
 
 _EDGE_SHELLS = (
     xraylib.K_SHELL, xraylib.L1_SHELL, xraylib.L2_SHELL, xraylib.L3_SHELL,
@@ -269,6 +271,8 @@ class PhysicsTables:
     sample_dln: float             # spacing in ln E of the quantile tables
     compton_quantiles: np.ndarray  # (nM, nS, nQ) cos(theta)
     rayleigh_quantiles: np.ndarray  # (nM, nS, nQ) cos(theta)
+    compton_pdf: np.ndarray        # (nM, nS, nQ) normalised pdf(cos) at the quantiles
+    rayleigh_pdf: np.ndarray       # (nM, nS, nQ)
     channels: tuple[FluorescenceChannel, ...] = field(default=())
     key: str = ""
 
@@ -318,6 +322,8 @@ class DeviceTables:
     line_energy: object
     compton_q: object
     rayleigh_q: object
+    compton_pdf: object
+    rayleigh_pdf: object
     sample_ln_e0: float
     sample_dln: float
     emin_kev: float
@@ -337,6 +343,7 @@ class DeviceTables:
             fl_cum=a(t.fl_cum), fl_channel=a(t.fl_channel.astype(np.int32)),
             line_cum=a(t.line_cum), line_energy=a(t.line_energy),
             compton_q=a(t.compton_quantiles), rayleigh_q=a(t.rayleigh_quantiles),
+            compton_pdf=a(t.compton_pdf), rayleigh_pdf=a(t.rayleigh_pdf),
             sample_ln_e0=float(t.sample_ln_e0), sample_dln=float(t.sample_dln),
             emin_kev=float(t.energy[0]), emax_kev=float(t.energy[-1]),
         )
@@ -360,17 +367,24 @@ def _kn_factor(e_kev: np.ndarray, cos_t: np.ndarray) -> tuple[np.ndarray, np.nda
     return 0.5 * ratio * ratio * (ratio + 1.0 / ratio - (1.0 - cos_t * cos_t)), ratio
 
 
-def _quantile_table(pdf: np.ndarray, cos_t: np.ndarray, n_q: int) -> np.ndarray:
-    """cos(theta) at cumulative probabilities linspace(0, 1, n_q); ``cos_t`` increasing."""
+def _quantile_table(pdf: np.ndarray, cos_t: np.ndarray, n_q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quantiles of cos(theta) at cumulative probabilities linspace(0, 1, n_q), and the
+    normalised pdf at those quantiles (for sampling within an interval with a linear pdf).
+
+    ``cos_t`` increasing; ``pdf`` (..., n_angles) unnormalised.
+    """
     seg = 0.5 * (pdf[..., 1:] + pdf[..., :-1]) * np.diff(cos_t)
     cdf = np.concatenate([np.zeros(pdf.shape[:-1] + (1,)), np.cumsum(seg, axis=-1)], axis=-1)
-    cdf /= cdf[..., -1:]
+    norm = cdf[..., -1:]
+    cdf /= norm
     u = np.linspace(0.0, 1.0, n_q)
     out = np.empty(pdf.shape[:-1] + (n_q,))
+    dens = np.empty_like(out)
     for idx in np.ndindex(pdf.shape[:-1]):
         out[idx] = np.interp(u, cdf[idx], cos_t)
-    out[..., 0], out[..., -1] = -1.0, 1.0
-    return out
+        out[idx][0], out[idx][-1] = -1.0, 1.0
+        dens[idx] = np.interp(out[idx], cos_t, pdf[idx] / norm[idx])
+    return out, dens
 
 
 def build_tables(materials: Sequence[Material], settings: PhysicsSettings = PhysicsSettings()) -> PhysicsTables:
@@ -426,6 +440,8 @@ def build_tables(materials: Sequence[Material], settings: PhysicsSettings = Phys
     )
     compton_q = np.empty((n_m, s_sample.size, settings.n_quantiles))
     rayleigh_q = np.empty_like(compton_q)
+    compton_pdf = np.empty_like(compton_q)
+    rayleigh_pdf = np.empty_like(compton_q)
 
     kn_grid, ratio_grid = _kn_factor(energies[:, None], cos_t[None, :])
     kn_s, _ = _kn_factor(s_sample[:, None], cos_t[None, :])
@@ -465,8 +481,8 @@ def build_tables(materials: Sequence[Material], settings: PhysicsSettings = Phys
             k += 1
         fl_cum[m, :, k:] = cum[:, None] if k else 0.0
         # angular quantile tables
-        compton_q[m] = _quantile_table(kn_s * s_mix_s, cos_t, settings.n_quantiles)
-        rayleigh_q[m] = _quantile_table(rayl_shape[None, :] * f2_mix_s, cos_t, settings.n_quantiles)
+        compton_q[m], compton_pdf[m] = _quantile_table(kn_s * s_mix_s, cos_t, settings.n_quantiles)
+        rayleigh_q[m], rayleigh_pdf[m] = _quantile_table(rayl_shape[None, :] * f2_mix_s, cos_t, settings.n_quantiles)
 
     if np.any(fl_cum > 1.0 + 1e-6):
         raise PhysicsDataError("photoabsorption channel probabilities exceed 1; check xraylib data")
@@ -490,6 +506,7 @@ def build_tables(materials: Sequence[Material], settings: PhysicsSettings = Phys
         sample_ln_e0=float(np.log(s_sample[0])),
         sample_dln=float(np.log(s_sample[1] / s_sample[0])),
         compton_quantiles=compton_q, rayleigh_quantiles=rayleigh_q,
+        compton_pdf=compton_pdf, rayleigh_pdf=rayleigh_pdf,
         channels=tuple(channels), key=tables_key(materials, settings),
     )
 

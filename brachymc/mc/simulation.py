@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -102,13 +103,17 @@ def deposited_energy_kev(estimate: Estimate, phantom: VoxelPhantom) -> float:
 
 def run_simulation(phantom: VoxelPhantom, source, settings: RunSettings,
                    tables: PhysicsTables | None = None, progress: bool = False,
-                   cache: bool = True) -> SimulationResult:
+                   cache: bool = True, on_batch: Callable[[int, dict], None] | None = None) -> SimulationResult:
     """Simulate ``settings.histories`` photons from ``source`` in ``phantom``.
 
     Args:
         tables: prebuilt tables for ``phantom.materials`` (built or read from cache if None).
         progress: show a progress bar with an ETA (tqdm) on stderr.
         cache: use the on-disk physics-table cache.
+        on_batch: called after each batch as ``on_batch(b, values)`` with host arrays (nz, ny, nx)
+            of that batch's dose per history (Gy/history) under the tallied quantity names, plus
+            the batch's energy bookkeeping as ``energy_<name>`` (keV/history): for statistics of derived quantities
+            (region means, ratios) over batches.
     """
     backend = get_backend(settings.backend)
     if tables is None:
@@ -122,7 +127,8 @@ def run_simulation(phantom: VoxelPhantom, source, settings: RunSettings,
     children = np.random.SeedSequence(int(settings.seed)).spawn(int(settings.batches))
     emitted = escaped = local = 0.0
     steps = 0
-    batch_energy: dict[str, list[float]] = {"emitted": [], "escaped": [], "deposited": [], "collision": []}
+    batch_energy: dict[str, list[float]] = {"emitted": [], "escaped": [], "escaped_primary": [], "deposited": [],
+                                            "collision": []}
     rho = transport.rho
     inv_volume = 1.0 / phantom.geometry.voxel_volume
     bar = None
@@ -144,9 +150,15 @@ def run_simulation(phantom: VoxelPhantom, source, settings: RunSettings,
             steps += sc.steps
             batch_energy["emitted"].append(float(sc.emitted_energy) / per_batch)
             batch_energy["escaped"].append(float(sc.escaped_energy) / per_batch)
-            batch_energy["deposited"].append(float(backend.xp.dot(sc.kerma, rho)) * inv_volume / per_batch)
+            batch_energy["escaped_primary"].append(float(sc.escaped_primary) / per_batch)
+            batch_energy["deposited"].append(float(backend.xp.dot(sc.kerma, rho)) / per_batch)
             if sc.collision is not None:
-                batch_energy["collision"].append(float(backend.xp.dot(sc.collision, rho)) * inv_volume / per_batch)
+                batch_energy["collision"].append(float(backend.xp.dot(sc.collision, rho)) / per_batch)
+            if on_batch is not None:
+                scale = KEV_PER_G_TO_GY * inv_volume / per_batch
+                values = {q: backend.asnumpy(raw[q]).reshape(phantom.geometry.shape) * scale for q in quantities}
+                values.update({f"energy_{k}": v[-1] for k, v in batch_energy.items() if v})
+                on_batch(len(batch_energy["emitted"]) - 1, values)
             if bar is not None:
                 bar.update(per_batch)
         backend.synchronize()

@@ -64,6 +64,7 @@ class BatchScores:
     collision: object | None = None
     emitted_energy: object = 0.0     # keV, sum of w E of source photons
     escaped_energy: object = 0.0     # keV leaving the grid
+    escaped_primary: object = 0.0    # keV leaving the grid without having interacted
     absorbed_local: object = 0.0     # keV deposited below the cutoff
     steps: int = 0                   # voxel steps (photon-steps)
     histories: int = 0
@@ -107,6 +108,7 @@ class Transport:
             collision=xp.zeros(n, dtype=xp.float64) if s.score_collision else None,
             emitted_energy=xp.zeros((), dtype=xp.float64),
             escaped_energy=xp.zeros((), dtype=xp.float64),
+            escaped_primary=xp.zeros((), dtype=xp.float64),
             absorbed_local=xp.zeros((), dtype=xp.float64),
         )
 
@@ -178,7 +180,9 @@ class Transport:
         b["pos"] = xp.where(cross, new_pos, pos)
         b["nmfp"] = nmfp
         escaped = cross & ~inside
-        sc.escaped_energy += xp.sum(xp.where(escaped, b["wt"] * b["e"], 0.0))
+        esc_e = xp.where(escaped, b["wt"] * b["e"], 0.0)
+        sc.escaped_energy += xp.sum(esc_e)
+        sc.escaped_primary += xp.sum(xp.where(b["scat"], 0.0, esc_e))
         alive = ~escaped
 
         secondaries = None
@@ -207,8 +211,8 @@ class Transport:
 
         # scattering (computed for all, used where not absorbed)
         u_ang = rng.random(k)
-        cos_c = ia.sample_cos_theta(xp, T.compton_q, T, m, e, u_ang)
-        cos_r = ia.sample_cos_theta(xp, T.rayleigh_q, T, m, e, u_ang)
+        cos_c = ia.sample_cos_theta(xp, T.compton_q, T, m, e, u_ang, T.compton_pdf)
+        cos_r = ia.sample_cos_theta(xp, T.rayleigh_q, T, m, e, u_ang, T.rayleigh_pdf)
         cos_t = xp.where(is_incoh, cos_c, cos_r)
         e_out = xp.where(is_incoh, ia.compton_energy(e, cos_t), e)
         phi = 2.0 * np.pi * rng.random(k)

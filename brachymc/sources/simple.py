@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from brachymc.errors import GeometryError
+from brachymc.mc.interactions import isotropic
 from brachymc.sources.spectrum import Spectrum
 
 
@@ -39,14 +40,6 @@ class Source(Protocol):
         ...
 
 
-def isotropic_directions(xp, rng, n: int):
-    """(3, n) unit vectors uniform on the sphere."""
-    cos_t = 2.0 * rng.random(n) - 1.0
-    phi = 2.0 * np.pi * rng.random(n)
-    sin_t = xp.sqrt(xp.maximum(0.0, 1.0 - cos_t * cos_t))
-    return xp.stack([sin_t * xp.cos(phi), sin_t * xp.sin(phi), cos_t])
-
-
 @dataclass(frozen=True)
 class PointSource:
     """Isotropic point source at ``position`` (cm)."""
@@ -56,7 +49,7 @@ class PointSource:
 
     def sample(self, xp, rng, n: int) -> SourcePhotons:
         pos = xp.broadcast_to(xp.asarray(self.position, dtype=xp.float64)[:, None], (3, n)).copy()
-        return SourcePhotons(pos, isotropic_directions(xp, rng, n), self.spectrum.sample(xp, rng, n), xp.ones(n))
+        return SourcePhotons(pos, isotropic(xp, rng, n), self.spectrum.sample(xp, rng, n), xp.ones(n))
 
     def describe(self) -> dict:
         return {"type": "point", "position_cm": list(self.position), "spectrum": self.spectrum.name}
@@ -81,7 +74,7 @@ class LineSource:
         a = xp.asarray(self.start, dtype=xp.float64)[:, None]
         b = xp.asarray(self.end, dtype=xp.float64)[:, None]
         pos = a + (b - a) * rng.random(n)[None, :]
-        return SourcePhotons(pos, isotropic_directions(xp, rng, n), self.spectrum.sample(xp, rng, n), xp.ones(n))
+        return SourcePhotons(pos, isotropic(xp, rng, n), self.spectrum.sample(xp, rng, n), xp.ones(n))
 
     def describe(self) -> dict:
         return {"type": "line", "start_cm": list(self.start), "end_cm": list(self.end), "spectrum": self.spectrum.name}

@@ -1,0 +1,73 @@
+"""Shared fixtures. Reference data come from ../shared/reference (beside the checkout)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brachymc.backend import cupy_available, get_backend
+from brachymc.materials import default_library
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _reference_dir() -> Path | None:
+    env = os.environ.get("BRACHYMC_REFERENCE_DIR")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "reference", REPO / "shared" / "reference"]:
+        if cand.is_dir():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Physics tables are cached in a per-session folder, never in the user's home."""
+    old = os.environ.get("BRACHYMC_CACHE_DIR")
+    os.environ["BRACHYMC_CACHE_DIR"] = str(tmp_path_factory.mktemp("physics-cache"))
+    yield
+    if old is None:
+        os.environ.pop("BRACHYMC_CACHE_DIR", None)
+    else:
+        os.environ["BRACHYMC_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    d = _reference_dir()
+    if d is None:
+        if os.environ.get("CI"):
+            pytest.fail("../shared/reference is missing: CI must run with the reference data beside the checkout")
+        pytest.skip("reference data (../shared/reference) not available")
+    return d
+
+
+def read_reference_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as fh:
+        lines = [ln for ln in fh if not ln.startswith("#")]
+    return list(csv.DictReader(lines))
+
+
+@pytest.fixture(scope="session")
+def library():
+    return default_library()
+
+
+@pytest.fixture(scope="session")
+def numpy_backend():
+    return get_backend("numpy")
+
+
+@pytest.fixture(scope="session")
+def cupy_backend():
+    if not cupy_available():
+        pytest.skip("no CUDA device / CuPy")
+    return get_backend("cupy")
+
+
+def z_score(a: float, b: float, sa: float, sb: float = 0.0) -> float:
+    """|a - b| in units of the combined standard uncertainty."""
+    return abs(a - b) / np.sqrt(sa * sa + sb * sb)

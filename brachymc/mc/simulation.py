@@ -141,7 +141,7 @@ def run_simulation(phantom: VoxelPhantom, source, settings: RunSettings,
     try:
         for child in children:
             rng = backend.rng(child)
-            sc = transport.run_batch(source, per_batch, rng)
+            sc = transport.run_batch(source, per_batch, rng, on_progress=bar.update if bar is not None else None)
             raw = {"dose": sc.kerma, "primary": sc.primary, "collision": sc.collision}
             tally.add_batch(raw, per_batch)
             emitted += float(sc.emitted_energy)
@@ -159,8 +159,6 @@ def run_simulation(phantom: VoxelPhantom, source, settings: RunSettings,
                 values = {q: backend.asnumpy(raw[q]).reshape(phantom.geometry.shape) * scale for q in quantities}
                 values.update({f"energy_{k}": v[-1] for k, v in batch_energy.items() if v})
                 on_batch(len(batch_energy["emitted"]) - 1, values)
-            if bar is not None:
-                bar.update(per_batch)
         backend.synchronize()
     finally:
         if bar is not None:

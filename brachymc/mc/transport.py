@@ -252,8 +252,12 @@ class Transport:
         ) | {"ivox": b["ivox"][:, src].copy()}
 
     # ------------------------------------------------------------------------------------------
-    def run_batch(self, source, n_histories: int, rng, scores: BatchScores | None = None) -> BatchScores:
-        """Transport ``n_histories`` source photons to completion and return the raw tallies."""
+    def run_batch(self, source, n_histories: int, rng, scores: BatchScores | None = None,
+                  on_progress=None) -> BatchScores:
+        """Transport ``n_histories`` source photons to completion and return the raw tallies.
+
+        ``on_progress(n)`` is called with the number of source photons started at each refill.
+        """
         self.check_source(source)
         sc = scores if scores is not None else self.new_scores()
         xp = self.xp
@@ -269,6 +273,8 @@ class Transport:
                 sc.emitted_energy += xp.sum(ph.weight * ph.energy)
                 bank = new if bank is None else self._concat(bank, new)
                 remaining -= add
+                if on_progress is not None:
+                    on_progress(add)
             bank = self._step(bank, rng, sc)
             n_alive = int(bank["e"].shape[0])
         sc.histories += int(n_histories)

@@ -24,7 +24,7 @@ def _add_run_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="rebuild physics tables instead of using the cache")
 
 
-def _run_config(path: Path, out: Path, args) -> tuple:
+def _run_config(path: Path, out: Path, args, on_batch=None, prepare=None) -> tuple:
     from brachymc.io.config import load_config
     from brachymc.io.dose_h5 import write_dose_h5
     from brachymc.mc.simulation import run_simulation
@@ -38,7 +38,10 @@ def _run_config(path: Path, out: Path, args) -> tuple:
           f"materials: {', '.join(cfg.phantom.material_names())}", file=sys.stderr)
     print(f"  {r.histories_per_batch * r.batches:,} histories in {r.batches} batches, seed {r.seed}, "
           f"backend {r.backend}", file=sys.stderr)
-    result = run_simulation(cfg.phantom, cfg.source, r, progress=not args.no_progress, cache=not args.no_cache)
+    if prepare is not None:
+        on_batch = prepare(cfg)
+    result = run_simulation(cfg.phantom, cfg.source, r, progress=not args.no_progress, cache=not args.no_cache,
+                            on_batch=on_batch)
     dose_path = write_dose_h5(out / "dose.h5", result, cfg.phantom, cfg.text)
     print(f"  {result.histories:,} histories in {result.wall_time_s:.1f} s on {result.backend}: "
           f"{result.histories_per_second:,.0f} histories/s, {result.steps_per_second:,.0f} voxel steps/s",
@@ -52,25 +55,52 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+DEMO_DEPTHS_CM = (0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.4, 3.0)
+
+
 def cmd_demo(args) -> int:
-    cfg, result = _run_config(config_dir() / "examples" / "demo_slab.toml", Path(args.out), args)
+    """Run the built-in example and print the dose along +z, averaged over the 3 x 3 voxels
+    around the axis, with the standard error of that average over batches."""
+    rows: dict[int, list[tuple[float, float]]] = {}
+    sel = {}
+
+    def prepare(cfg):
+        g = cfg.phantom.geometry
+        ix = int(np.argmin(np.abs(g.centers(0))))
+        iy = int(np.argmin(np.abs(g.centers(1))))
+        for z in DEMO_DEPTHS_CM:
+            iz = int(np.argmin(np.abs(g.centers(2) - z)))
+            sel[iz] = (slice(iz, iz + 1), slice(iy - 1, iy + 2), slice(ix - 1, ix + 2))
+
+        def on_batch(b, values):
+            for iz, s in sel.items():
+                prim = values["primary"][s].mean() if "primary" in values else np.nan
+                rows.setdefault(iz, []).append((values["dose"][s].mean(), prim))
+        return on_batch
+
+    cfg, result = _run_config(config_dir() / "examples" / "demo_slab.toml", Path(args.out), args, prepare=prepare)
     g = result.geometry
-    ix = int(np.argmin(np.abs(g.centers(0))))
-    iy = int(np.argmin(np.abs(g.centers(1))))
     zc = g.centers(2)
     names = cfg.phantom.material_names()
-    print(f"\nDose per history along +z from the source ({cfg.title}):")
-    print(f"{'z (cm)':>7} {'medium':>14} {'D (Gy/hist)':>12} {'unc %':>6} {'D r^2 / D r^2(0.5 cm)':>22} {'primary %':>9}")
+    src = np.asarray(cfg.source.bounding_points()[0])
+    ix = int(np.argmin(np.abs(result.geometry.centers(0))))
+    print(f"\n{cfg.title}: dose per history along +z from the source")
+    print("(mean over the 3 x 3 voxels around the axis; uncertainty = standard error over batches)")
+    print(f"{'z (cm)':>7} {'medium':>14} {'D (Gy/hist)':>12} {'unc %':>6} {'D r^2 rel.':>10} {'primary %':>9}")
     ref = None
-    for z in (0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0):
-        iz = int(np.argmin(np.abs(zc - z)))
-        d = result.dose.mean[iz, iy, ix]
-        u = result.dose.rel_uncertainty[iz, iy, ix] * 100
-        dr2 = d * zc[iz] ** 2
-        ref = dr2 if ref is None else ref
-        prim = result.primary.mean[iz, iy, ix] / d * 100 if result.primary is not None and d > 0 else float("nan")
-        med = names[cfg.phantom.material_index[iz, iy, ix]]
-        print(f"{zc[iz]:7.2f} {med:>14} {d:12.4e} {u:6.2f} {dr2 / ref:22.3f} {prim:9.1f}")
+    for iz, vals in rows.items():
+        v = np.array(vals)
+        d = v[:, 0].mean()
+        u = v[:, 0].std(ddof=1) / np.sqrt(len(v)) / d * 100 if d > 0 else float("nan")
+        s = sel[iz]
+        zz, yy, xx = np.meshgrid(zc[s[0]], g.centers(1)[s[1]], g.centers(0)[s[2]], indexing="ij")
+        inv_r2 = np.mean(1.0 / ((xx - src[0]) ** 2 + (yy - src[1]) ** 2 + (zz - src[2]) ** 2))
+        dz2 = d / inv_r2
+        ref = dz2 if ref is None else ref
+        prim = v[:, 1].mean() / d * 100 if d > 0 else float("nan")
+        med = names[cfg.phantom.material_index[iz, ix, ix]]
+        print(f"{zc[iz]:7.2f} {med:>14} {d:12.4e} {u:6.2f} {dz2 / ref:10.3f} {prim:9.1f}")
+    print("D r^2 rel.: dose / <1/r^2> relative to the first row (1 without attenuation, scatter or bone).")
     return 0
 
 

@@ -1,0 +1,405 @@
+"""Seed models: coaxial solids of revolution in the seed's own frame, and exact ray tracing.
+
+The seed frame has z along the seed's long axis and its origin at the seed centre (cm). A solid
+is the set of points satisfying all of its constraints
+
+* ``r <= r_max``, ``r >= r_min`` (r = distance from the z axis),
+* ``z >= z_min``, ``z <= z_max``,
+* ``r <= r0 + slope (z - z0)`` for each cone,
+* ``|p - (0, 0, z0)| <= radius`` for each sphere,
+
+minus the solids named in ``subtract``. Solids of one seed must not overlap. Because every
+surface is a quadric of revolution about z, ray tracing only needs, per ray, the axial
+coordinate z, the squared radius r^2, the axial direction cosine w and p.d (see
+:func:`ray_invariants`); no local frame is built.
+
+Tracing uses the "next surface" rule: the distance to the next crossing of any bounding
+surface of any solid (some crossings are not medium changes; they cost a step, never
+accuracy), and the medium on a step is the solid containing the step's midpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brachymc._paths import config_dir
+from brachymc.errors import ConfigError, GeometryError
+from brachymc.io.toml import load_toml
+
+#: Roots closer than this (cm) are the surface the ray starts on.
+SURFACE_EPS = 1e-9
+_BIG = 1e30
+
+
+@dataclass(frozen=True)
+class Cone:
+    """Constraint r <= r0 + slope * (z - z0) (cm)."""
+
+    z0: float
+    r0: float
+    slope: float
+
+    @property
+    def k(self) -> float:
+        """r-intercept at z = 0: r <= k + slope z."""
+        return self.r0 - self.slope * self.z0
+
+
+@dataclass(frozen=True)
+class Sphere:
+    """Constraint |p - (0, 0, z0)| <= radius (cm)."""
+
+    z0: float
+    radius: float
+
+
+@dataclass(frozen=True)
+class Solid:
+    """One region of a seed (see module docstring for the constraint semantics)."""
+
+    name: str
+    material: str
+    role: str = "core"
+    r_max: float | None = None
+    r_min: float | None = None
+    z_min: float | None = None
+    z_max: float | None = None
+    cones: tuple[Cone, ...] = ()
+    spheres: tuple[Sphere, ...] = ()
+    subtract: tuple[str, ...] = ()
+
+    def bounds(self) -> tuple[float, float, float]:
+        """(z_lo, z_hi, r_hi) of a bounding cylinder (cm)."""
+        z_lo = [self.z_min] if self.z_min is not None else []
+        z_hi = [self.z_max] if self.z_max is not None else []
+        r_hi = [self.r_max] if self.r_max is not None else []
+        for s in self.spheres:
+            z_lo.append(s.z0 - s.radius)
+            z_hi.append(s.z0 + s.radius)
+            r_hi.append(s.radius)
+        if not z_lo or not z_hi or not r_hi:
+            raise GeometryError(f"solid {self.name!r} is unbounded: give r_max or a sphere, and z bounds")
+        return max(z_lo), min(z_hi), min(r_hi)
+
+
+ROLES = ("capsule", "weld", "marker", "core", "active", "gas")
+
+
+@dataclass(frozen=True)
+class ActiveRegion:
+    solid: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class SeedModel:
+    """A seed model loaded from ``configs/seeds/*.toml``."""
+
+    key: str
+    name: str
+    solids: tuple[Solid, ...]
+    active: tuple[ActiveRegion, ...]
+    spectrum: str = "i125_ncrp58"
+    half_life_days: float = 59.40
+    effective_length_cm: float = 0.30
+    manufacturer: str = ""
+    nuclide: str = "I-125"
+    reference: str = ""
+    notes: str = ""
+    surfaces: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.solids]
+        if len(set(names)) != len(names):
+            raise GeometryError(f"seed {self.key!r}: duplicate solid names")
+        for s in self.solids:
+            for sub in s.subtract:
+                if sub not in names:
+                    raise GeometryError(f"seed {self.key!r}: solid {s.name!r} subtracts unknown solid {sub!r}")
+            if s.role not in ROLES:
+                raise GeometryError(f"seed {self.key!r}: solid {s.name!r} has role {s.role!r}; use one of {ROLES}")
+            s.bounds()
+        for a in self.active:
+            if a.solid not in names:
+                raise GeometryError(f"seed {self.key!r}: active region names unknown solid {a.solid!r}")
+            if not a.weight > 0:
+                raise GeometryError(f"seed {self.key!r}: active weight must be > 0")
+        if not self.active:
+            raise GeometryError(f"seed {self.key!r}: no [[active]] region")
+        cyl, planes, cones, spheres = set(), set(), set(), set()
+        for s in self.solids:
+            cyl.update(x for x in (s.r_max, s.r_min) if x is not None and x > 0)
+            planes.update(x for x in (s.z_min, s.z_max) if x is not None)
+            cones.update((c.k, c.slope) for c in s.cones)
+            spheres.update((p.z0, p.radius) for p in s.spheres)
+        self.surfaces.update(cylinders=sorted(cyl), planes=sorted(planes), cones=sorted(cones),
+                             spheres=sorted(spheres))
+
+    # ---- bounding cylinder ----------------------------------------------------------------------
+    def bounds(self) -> tuple[float, float, float]:
+        """(z_lo, z_hi, radius) of the seed's bounding cylinder (cm)."""
+        b = np.array([s.bounds() for s in self.solids])
+        return float(b[:, 0].min()), float(b[:, 1].max()), float(b[:, 2].max())
+
+    @property
+    def length_cm(self) -> float:
+        lo, hi, _ = self.bounds()
+        return hi - lo
+
+    @property
+    def radius_cm(self) -> float:
+        return self.bounds()[2]
+
+    def solid_index(self, name: str) -> int:
+        return [s.name for s in self.solids].index(name)
+
+    @property
+    def materials(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s.material for s in self.solids))
+
+    # ---- point queries (array namespace) ---------------------------------------------------------
+    def inside_constraints(self, xp, i: int, z, r2):
+        """Whether points (z, r^2) satisfy the constraints of solid i (ignoring ``subtract``)."""
+        s = self.solids[i]
+        ok = xp.ones(z.shape, dtype=bool)
+        if s.r_max is not None:
+            ok &= r2 <= s.r_max * s.r_max
+        if s.r_min is not None:
+            ok &= r2 >= s.r_min * s.r_min
+        if s.z_min is not None:
+            ok &= z >= s.z_min
+        if s.z_max is not None:
+            ok &= z <= s.z_max
+        for c in s.cones:
+            lim = c.k + c.slope * z
+            ok &= (lim >= 0) & (r2 <= lim * lim)
+        for p in s.spheres:
+            ok &= r2 + (z - p.z0) ** 2 <= p.radius * p.radius
+        return ok
+
+    def inside(self, xp, i: int, z, r2):
+        """Whether points are inside solid i (with ``subtract`` applied)."""
+        ok = self.inside_constraints(xp, i, z, r2)
+        for name in self.solids[i].subtract:
+            ok &= ~self.inside(xp, self.solid_index(name), z, r2)
+        return ok
+
+    def locate(self, xp, z, r2):
+        """Index of the solid containing each point, or -1 outside the seed."""
+        out = xp.full(z.shape, -1, dtype=xp.int32)
+        for i in range(len(self.solids)):
+            out = xp.where((out < 0) & self.inside(xp, i, z, r2), i, out)
+        return out
+
+    # ---- rays --------------------------------------------------------------------------------------
+    def distance_to_surface(self, xp, z, r2, w, pd):
+        """Distance (cm) along the ray to the next crossing of any bounding surface (> SURFACE_EPS).
+
+        Args (seed frame, see :func:`ray_invariants`): z, r2 = x^2 + y^2, w = axial direction
+        cosine, pd = x u + y v (the radial part of p . d). Returns _BIG where nothing is hit.
+        """
+        best = xp.full(z.shape, _BIG)
+        s = self.surfaces
+        one_m_w2 = xp.maximum(1.0 - w * w, 0.0)
+
+        def quad(a, b, c):
+            nonlocal best
+            # a t^2 + b t + c = 0; smallest root > eps (numerically stable form)
+            disc = b * b - 4.0 * a * c
+            ok = disc >= 0
+            sq = xp.sqrt(xp.where(ok, disc, 0.0))
+            qq = -0.5 * (b + xp.where(b >= 0, sq, -sq))
+            safe_a = xp.where(a != 0, a, 1.0)
+            safe_q = xp.where(qq != 0, qq, 1.0)
+            t1 = xp.where(a != 0, qq / safe_a, _BIG)
+            t2 = xp.where(qq != 0, c / safe_q, _BIG)
+            for t in (t1, t2):
+                best = xp.where(ok & (t > SURFACE_EPS) & (t < best), t, best)
+
+        for radius in s["cylinders"]:
+            quad(one_m_w2, 2.0 * pd, r2 - radius * radius)
+        for zp in s["planes"]:
+            safe_w = xp.where(w != 0, w, 1.0)
+            t = xp.where(w != 0, (zp - z) / safe_w, _BIG)
+            best = xp.where((t > SURFACE_EPS) & (t < best), t, best)
+        for k, slope in s["cones"]:
+            lim = k + slope * z
+            quad(one_m_w2 - slope * slope * w * w, 2.0 * (pd - slope * w * lim), r2 - lim * lim)
+        for z0, radius in s["spheres"]:
+            dz = z - z0
+            quad(xp.ones(z.shape), 2.0 * (pd + dz * w), r2 + dz * dz - radius * radius)
+        return best
+
+    # ---- sampling of decay positions ------------------------------------------------------------
+    def sample_active(self, xp, rng, n: int):
+        """Decay positions (z, x, y) in the seed frame, uniform in the active solids' volumes."""
+        weights = np.array([a.weight for a in self.active], float)
+        which = rng.random(n)
+        cum = xp.asarray(np.cumsum(weights / weights.sum())[:-1])
+        k = xp.searchsorted(cum, which, side="right")
+        z = xp.zeros(n)
+        x = xp.zeros(n)
+        y = xp.zeros(n)
+        for j, a in enumerate(self.active):
+            i = self.solid_index(a.solid)
+            zlo, zhi, rhi = self.solids[i].bounds()
+            need = k == j
+            todo = xp.nonzero(need)[0]
+            while int(todo.shape[0]):
+                m = int(todo.shape[0])
+                zz = zlo + (zhi - zlo) * rng.random(m)
+                rr = rhi * xp.sqrt(rng.random(m))
+                ph = 2 * np.pi * rng.random(m)
+                xx, yy = rr * xp.cos(ph), rr * xp.sin(ph)
+                ok = self.inside(xp, i, zz, xx * xx + yy * yy)
+                idx = todo[ok]
+                z[idx], x[idx], y[idx] = zz[ok], xx[ok], yy[ok]
+                todo = todo[~ok]
+        return z, x, y
+
+    def solid_volume(self, i: int, n: int = 2_000_000, seed: int = 0) -> tuple[float, float]:
+        """Monte Carlo volume (cm3) of solid i and its standard error."""
+        zlo, zhi, rhi = self.solids[i].bounds()
+        rng = np.random.default_rng(seed)
+        z = zlo + (zhi - zlo) * rng.random(n)
+        r2 = rhi * rhi * rng.random(n)
+        frac = self.inside(np, i, z, r2).mean()
+        box = np.pi * rhi * rhi * (zhi - zlo)
+        return box * frac, box * np.sqrt(frac * (1 - frac) / n)
+
+
+def ray_invariants(xp, pos, direction, center, axis):
+    """Seed-frame quantities of rays: (z, r^2, w, pd) for positions/directions (3, n).
+
+    ``center`` (3,) and unit ``axis`` (3,) place the seed; the seed frame's z is along ``axis``.
+    """
+    d = pos - xp.asarray(center, dtype=xp.float64)[:, None]
+    a = xp.asarray(axis, dtype=xp.float64)[:, None]
+    z = xp.sum(d * a, axis=0)
+    w = xp.sum(direction * a, axis=0)
+    r2 = xp.maximum(xp.sum(d * d, axis=0) - z * z, 0.0)
+    pd = xp.sum(d * direction, axis=0) - z * w
+    return z, r2, w, pd
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading and validation
+# ------------------------------------------------------------------------------------------------
+_SOLID_KEYS = {"name", "material", "role", "r_max", "r_min", "z_min", "z_max", "cones", "spheres", "subtract"}
+_TOP_KEYS = {"name", "manufacturer", "nuclide", "spectrum", "half_life_days", "effective_length_cm", "reference",
+             "notes", "solid", "active"}
+
+
+def _num(src: str, where: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(f"{src}: {where} must be a number, got {v!r}")
+    return float(v)
+
+
+def load_seed_model(path: str | Path, library=None, check: bool = True) -> SeedModel:
+    """Read and validate a seed TOML file (see configs/seeds/README.md)."""
+    path = Path(path)
+    data = load_toml(path)
+    src = str(path)
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{src}: unknown key(s) {', '.join(sorted(unknown))}")
+    solids = []
+    for k, t in enumerate(data.get("solid", [])):
+        where = f"[[solid]] #{k + 1} ({t.get('name', '?')})"
+        bad = set(t) - _SOLID_KEYS
+        if bad:
+            raise ConfigError(f"{src}: {where}: unknown key(s) {', '.join(sorted(bad))}")
+        if "name" not in t or "material" not in t:
+            raise ConfigError(f"{src}: {where}: needs 'name' and 'material'")
+        kw = {key: _num(src, f"{where} {key}", t[key]) for key in ("r_max", "r_min", "z_min", "z_max") if key in t}
+        cones = tuple(Cone(_num(src, where, c["z0"]), _num(src, where, c["r0"]), _num(src, where, c["slope"]))
+                      for c in t.get("cones", []))
+        spheres = tuple(Sphere(_num(src, where, c["z0"]), _num(src, where, c["radius"])) for c in t.get("spheres", []))
+        solids.append(Solid(name=str(t["name"]), material=str(t["material"]), role=str(t.get("role", "core")),
+                            cones=cones, spheres=spheres, subtract=tuple(t.get("subtract", [])), **kw))
+    active = tuple(ActiveRegion(str(a["solid"]), float(a.get("weight", 1.0))) for a in data.get("active", []))
+    try:
+        model = SeedModel(
+            key=path.stem, name=str(data.get("name", path.stem)), solids=tuple(solids), active=active,
+            spectrum=str(data.get("spectrum", "i125_ncrp58")),
+            half_life_days=_num(src, "half_life_days", data.get("half_life_days", 59.40)),
+            effective_length_cm=_num(src, "effective_length_cm", data.get("effective_length_cm", 0.0)),
+            manufacturer=str(data.get("manufacturer", "")), nuclide=str(data.get("nuclide", "I-125")),
+            reference=str(data.get("reference", "")), notes=str(data.get("notes", "")),
+        )
+    except GeometryError as exc:
+        raise ConfigError(f"{src}: {exc}") from None
+    if library is not None:
+        for s in model.solids:
+            if s.material not in library:
+                raise ConfigError(f"{src}: solid {s.name!r}: unknown material {s.material!r}")
+    if check:
+        problems = check_seed_model(model)
+        if problems:
+            raise ConfigError(f"{src}: " + "; ".join(problems))
+    return model
+
+
+def check_seed_model(model: SeedModel, n_points: int = 400_000, n_rays: int = 4000, seed: int = 1) -> list[str]:
+    """Overlap and closure checks; returns a list of problems (empty when the model is valid).
+
+    Overlaps: random points in the bounding cylinder must lie in at most one solid.
+    Closure: rays from random decay points to far outside must cross a capsule or weld solid.
+    """
+    rng = np.random.default_rng(seed)
+    problems = []
+    zlo, zhi, rhi = model.bounds()
+    z = zlo + (zhi - zlo) * rng.random(n_points)
+    r2 = rhi * rhi * rng.random(n_points)
+    inside = np.array([model.inside(np, i, z, r2) for i in range(len(model.solids))])
+    multi = inside.sum(axis=0) > 1
+    if multi.any():
+        j = np.argmax(multi)
+        names = [model.solids[i].name for i in np.nonzero(inside[:, j])[0]]
+        problems.append(f"solids {' and '.join(names)} overlap (e.g. at z = {z[j]:.5f} cm, r = {np.sqrt(r2[j]):.5f} cm)")
+    # closure
+    zs, xs, ys = model.sample_active(np, rng, n_rays)
+    cos_t = 2 * rng.random(n_rays) - 1
+    phi = 2 * np.pi * rng.random(n_rays)
+    sin_t = np.sqrt(1 - cos_t**2)
+    d = np.stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t])
+    pos = np.stack([xs, ys, zs])
+    shell = np.array([s.role in ("capsule", "weld") for s in model.solids])
+    crossed = np.zeros(n_rays, bool)
+    alive = np.ones(n_rays, bool)
+    for _ in range(200):
+        zz, rr2, w, pd = ray_invariants(np, pos, d, np.zeros(3), np.array([0.0, 0.0, 1.0]))
+        t = model.distance_to_surface(np, zz, rr2, w, pd)
+        mid = pos + d * np.where(t < _BIG, t / 2, 0.0)
+        zm, rm2, _, _ = ray_invariants(np, mid, d, np.zeros(3), np.array([0.0, 0.0, 1.0]))
+        where = model.locate(np, zm, rm2)
+        crossed |= alive & (where >= 0) & shell[np.clip(where, 0, None)]
+        alive &= t < _BIG
+        if not alive.any():
+            break
+        pos = pos + d * np.where(alive, t, 0.0)
+    if not crossed.all():
+        problems.append(f"capsule not closed: {int((~crossed).sum())} of {n_rays} rays from the active region "
+                        "leave without crossing a capsule or weld solid")
+    return problems
+
+
+def seed_library() -> dict[str, Path]:
+    """Built-in seed models (``configs/seeds/*.toml``) by key."""
+    return {p.stem: p for p in sorted((config_dir() / "seeds").glob("*.toml"))}
+
+
+def load_builtin_seed(key: str, library=None) -> SeedModel:
+    lib = seed_library()
+    if key not in lib:
+        raise ConfigError(f"unknown seed model {key!r}; built-in: {', '.join(lib)}")
+    return load_seed_model(lib[key], library)
+
+
+__all__ = ["Cone", "Sphere", "Solid", "SeedModel", "ActiveRegion", "ray_invariants", "load_seed_model",
+           "check_seed_model", "seed_library", "load_builtin_seed"]

@@ -214,7 +214,7 @@ def test_large_grid_512x512x300(library):
     sc = tr.run_batch(src, 2000, np.random.default_rng(0))
     assert sc.kerma[g.n_voxels - 1] > 0
     # energy conservation with the grid's far corner: deposited + escaped = emitted
-    dep = float(np.dot(sc.kerma, tr.rho))  # raw tally x density = energy (keV)
+    dep = float(np.dot(sc.kerma, tr.world.rho))  # raw tally x density = energy (keV)
     assert (dep + float(sc.escaped_energy)) / float(sc.emitted_energy) == pytest.approx(1.0, abs=0.05)
 
 

@@ -129,7 +129,7 @@ def run_simulation(phantom: VoxelPhantom, source, settings: RunSettings,
     steps = 0
     batch_energy: dict[str, list[float]] = {"emitted": [], "escaped": [], "escaped_primary": [], "deposited": [],
                                             "collision": []}
-    rho = transport.rho
+    rho = transport.world.score_density
     inv_volume = 1.0 / phantom.geometry.voxel_volume
     bar = None
     if progress:

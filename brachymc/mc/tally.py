@@ -36,22 +36,25 @@ class DoseTally:
     Args:
         backend: array backend holding the sums.
         shape: grid shape (nz, ny, nx).
-        voxel_volume: cm3, to turn raw (keV cm3/g) tallies into keV/g.
+        voxel_volume: cm3 of each bin (a scalar, or an array of the grid's shape), to turn raw
+            (keV cm3/g) tallies into keV/g.
         quantities: names of the tallied quantities, e.g. ``("dose", "primary")``.
     """
 
     backend: object
     shape: tuple[int, int, int]
-    voxel_volume: float
+    voxel_volume: float | np.ndarray
     quantities: tuple[str, ...] = ("dose",)
     n_batches: int = 0
     n_histories: int = 0
     _sum: dict = field(default_factory=dict)
     _sum2: dict = field(default_factory=dict)
+    _inv_volume: object = None
 
     def __post_init__(self) -> None:
         xp = self.backend.xp
         n = int(np.prod(self.shape))
+        self._inv_volume = xp.asarray(1.0 / np.broadcast_to(np.asarray(self.voxel_volume, float), self.shape).reshape(-1))
         for q in self.quantities:
             self._sum.setdefault(q, xp.zeros(n, dtype=xp.float64))
             self._sum2.setdefault(q, xp.zeros(n, dtype=xp.float64))
@@ -60,9 +63,9 @@ class DoseTally:
         """Add one batch: ``raw[q]`` is the batch's raw tally (keV cm3/g) of ``n_histories``."""
         if n_histories <= 0:
             raise ValueError("a batch needs at least one history")
-        scale = KEV_PER_G_TO_GY / (self.voxel_volume * n_histories)
+        scale = KEV_PER_G_TO_GY / n_histories
         for q in self.quantities:
-            x = raw[q] * scale
+            x = raw[q] * self._inv_volume * scale
             self._sum[q] += x
             self._sum2[q] += x * x
         self.n_batches += 1

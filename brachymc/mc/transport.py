@@ -1,9 +1,11 @@
 """The photon transport core, written once against an array namespace (NumPy or CuPy).
 
-A bank of photons is advanced in lockstep: every step moves each photon to the nearer of its
-next voxel face (exact DDA) or its next interaction site (remaining number of mean free paths
-divided by the voxel's attenuation coefficient), scores the track-length estimator of collision
-kerma for that chord, and then lets the photons that reached their interaction site interact:
+A bank of photons is advanced in lockstep through a *world* (``geometry/world.py``: a voxel
+phantom, or a seed in a scoring medium): every step moves each photon to the nearer of its next
+geometric boundary (exact DDA face, seed surface, scoring shell) or its next interaction site
+(remaining number of mean free paths divided by the step's attenuation coefficient), scores the
+track-length estimator of collision kerma for that chord in the step's scoring bin, and then
+lets the photons that reached their interaction site interact:
 
 * photoelectric absorption, with K (and L, Z >= 30) fluorescence emitted isotropically;
 * incoherent (Compton) scattering, Klein-Nishina x S(x, Z);
@@ -12,8 +14,8 @@ kerma for that chord, and then lets the photons that reached their interaction s
 Photons that fall below the cutoff deposit their energy in the current voxel. Dead photons are
 compacted away after each step and the bank is refilled from the source when it is half empty.
 
-Tallies (raw, per batch): ``sum(w E mu_en/rho l)`` (keV cm3/g) plus ``w E / rho`` for local
-deposits, in float64; divided by the voxel volume this is keV/g.
+Tallies (raw, per batch and scoring bin): ``sum(w E mu_en/rho l)`` (keV cm3/g) plus ``w E / rho``
+for local deposits, in float64; divided by the bin's volume this is keV/g.
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from brachymc.errors import ConfigError, GeometryError
-from brachymc.geometry.dda import cross_face, distance_to_face, flat_index
+from brachymc.errors import ConfigError
 from brachymc.geometry.phantom import VoxelPhantom
+from brachymc.geometry.world import VoxelWorld
 from brachymc.mc import interactions as ia
 from brachymc.mc.physics import PhysicsTables
 
-BANK_FIELDS = ("pos", "dir", "ivox", "e", "wt", "nmfp", "scat", "ie", "fe")
 
 
 @dataclass(frozen=True)
@@ -66,61 +67,54 @@ class BatchScores:
     escaped_energy: object = 0.0     # keV leaving the grid
     escaped_primary: object = 0.0    # keV leaving the grid without having interacted
     absorbed_local: object = 0.0     # keV deposited below the cutoff
+    unscored_energy: object = 0.0    # keV deposited where nothing is scored (inside seeds)
     steps: int = 0                   # voxel steps (photon-steps)
     histories: int = 0
     extra: dict = field(default_factory=dict)
 
 
 class Transport:
-    """Transport of photons from a source through a voxel phantom.
+    """Transport of photons from a source through a world.
 
     Args:
-        phantom: the voxel phantom (materials must match ``tables.material_names``).
-        tables: physics tables for the phantom's materials, in the same order.
+        world: a :class:`~brachymc.geometry.world.VoxelWorld` or another world (a
+            :class:`~brachymc.geometry.phantom.VoxelPhantom` is wrapped in a VoxelWorld).
+        tables: physics tables for the world's materials, in the same order.
         backend: a :class:`~brachymc.backend.Backend`.
         settings: :class:`TransportSettings`.
     """
 
-    def __init__(self, phantom: VoxelPhantom, tables: PhysicsTables, backend, settings: TransportSettings):
-        names = tuple(m.name for m in phantom.materials)
+    def __init__(self, world, tables: PhysicsTables, backend, settings: TransportSettings):
+        if isinstance(world, VoxelPhantom):
+            world = VoxelWorld(world, backend)
+        names = tuple(m.name for m in world.materials)
         if tables.material_names != names:
-            raise ConfigError(f"physics tables are for {tables.material_names}, phantom has {names}")
+            raise ConfigError(f"physics tables are for {tables.material_names}, the geometry has {names}")
         if settings.cutoff_kev != tables.settings.cutoff_kev:
             raise ConfigError(
                 f"transport cutoff {settings.cutoff_kev} keV differs from the tables' {tables.settings.cutoff_kev} keV"
             )
-        self.phantom = phantom
-        self.geom = phantom.geometry
+        self.world = world
         self.backend = backend
         self.xp = backend.xp
         self.settings = settings
         self.tables = tables.to_backend(backend)
-        self.mat = backend.asarray(phantom.material_index.reshape(-1))
-        self.rho = backend.asarray(phantom.density.reshape(-1), dtype=self.xp.float64)
 
     # ------------------------------------------------------------------------------------------
     def new_scores(self) -> BatchScores:
-        xp, n = self.xp, self.geom.n_voxels
+        xp, n = self.xp, self.world.n_scores
         s = self.settings
+        zero = (lambda: xp.zeros((), dtype=xp.float64))
         return BatchScores(
             kerma=xp.zeros(n, dtype=xp.float64),
             primary=xp.zeros(n, dtype=xp.float64) if s.score_primary else None,
             collision=xp.zeros(n, dtype=xp.float64) if s.score_collision else None,
-            emitted_energy=xp.zeros((), dtype=xp.float64),
-            escaped_energy=xp.zeros((), dtype=xp.float64),
-            escaped_primary=xp.zeros((), dtype=xp.float64),
-            absorbed_local=xp.zeros((), dtype=xp.float64),
+            emitted_energy=zero(), escaped_energy=zero(), escaped_primary=zero(), absorbed_local=zero(),
+            unscored_energy=zero(),
         )
 
     def check_source(self, source) -> None:
-        pts = source.bounding_points()
-        inside = self.geom.contains(pts)
-        if not np.all(inside):
-            bad = pts[~inside][0]
-            raise GeometryError(
-                f"source point {tuple(np.round(bad, 4))} cm lies outside the phantom "
-                f"{tuple(np.round(self.geom.origin, 4))} - {tuple(np.round(self.geom.upper, 4))} cm"
-            )
+        self.world.check_source(source)
         emax = source.spectrum.max_energy_kev
         if emax > self.tables.emax_kev or source.spectrum.min_energy_kev <= self.settings.cutoff_kev:
             raise ConfigError(
@@ -129,74 +123,70 @@ class Transport:
             )
 
     # ------------------------------------------------------------------------------------------
-    def _new_photons(self, pos, direction, energy, weight, rng, scattered: bool):
+    def _new_photons(self, pos, direction, energy, weight, rng, scattered: bool, state: dict | None = None):
         xp = self.xp
-        g = self.geom
         n = energy.shape[0]
-        ivox = xp.stack([
-            xp.clip(xp.floor((pos[a] - g.origin[a]) / g.spacing[a]).astype(xp.int64), 0, (g.nx, g.ny, g.nz)[a] - 1)
-            for a in range(3)
-        ])
         ie, fe = ia.energy_position(xp, self.tables, energy)
-        return {
-            "pos": pos, "dir": direction, "ivox": ivox, "e": energy, "wt": weight,
+        bank = {
+            "pos": pos, "dir": direction, "e": energy, "wt": weight,
             "nmfp": -xp.log1p(-rng.random(n)),
             "scat": xp.full(n, scattered, dtype=bool), "ie": ie, "fe": fe,
         }
+        bank.update(state if state is not None else self.world.init_state(xp, pos))
+        return bank
 
-    def _take(self, bank, idx):
+    _PHOTON_FIELDS = ("pos", "dir", "e", "wt", "nmfp", "scat", "ie", "fe")
+
+    @staticmethod
+    def _take(bank, idx):
         return {k: (v[:, idx] if v.ndim == 2 else v[idx]) for k, v in bank.items()}
 
     def _concat(self, a, b):
         xp = self.xp
-        return {k: xp.concatenate([a[k], b[k]], axis=-1) for k in BANK_FIELDS}
+        return {k: xp.concatenate([a[k], b[k]], axis=-1) for k in a}
 
     # ------------------------------------------------------------------------------------------
     def _step(self, b, rng, sc: BatchScores):
-        """Advance every photon of bank ``b`` by one voxel chord or to its interaction."""
-        xp, T, geom, bk = self.xp, self.tables, self.geom, self.backend
+        """Advance every photon of bank ``b`` to its next boundary or interaction."""
+        xp, T, bk, world = self.xp, self.tables, self.backend, self.world
         n = b["e"].shape[0]
         sc.steps += n
-        flat = flat_index(b["ivox"], geom)
-        m = self.mat[flat].astype(xp.int64)
-        rho = self.rho[flat]
+        t_face, m, rho, sidx, ctx = world.geometry_step(xp, b)
         mu = rho * ia.interp_log(T.ln_mu, m, b["ie"], b["fe"], xp)
-        t_face, axis = distance_to_face(xp, b["pos"], b["dir"], b["ivox"], geom)
-        d_int = b["nmfp"] / mu
+        d_int = xp.where(mu > 0, b["nmfp"] / xp.where(mu > 0, mu, 1.0), np.inf)
         hit = d_int < t_face
         d = xp.where(hit, d_int, t_face)
 
-        # track-length estimator of collision kerma: w E (mu_en/rho) l
-        score = b["wt"] * b["e"] * ia.interp_log(T.ln_muen, m, b["ie"], b["fe"], xp) * d
-        bk.scatter_add(sc.kerma, flat, score)
+        # track-length estimator of collision kerma: w E (mu_en/rho) l, in the step's scoring bin
+        scored = sidx >= 0
+        bin_ = xp.where(scored, sidx, 0)
+        score = xp.where(scored, b["wt"] * b["e"] * ia.interp_log(T.ln_muen, m, b["ie"], b["fe"], xp) * d, 0.0)
+        bk.scatter_add(sc.kerma, bin_, score)
         if sc.primary is not None:
-            bk.scatter_add(sc.primary, flat, xp.where(b["scat"], 0.0, score))
+            bk.scatter_add(sc.primary, bin_, xp.where(b["scat"], 0.0, score))
 
-        pos = b["pos"] + b["dir"] * d
-        nmfp = b["nmfp"] - mu * d
-        new_ivox, new_pos, inside = cross_face(xp, pos, b["dir"], b["ivox"], axis, geom)
-        cross = ~hit
-        b["ivox"] = xp.where(cross, new_ivox, b["ivox"])
-        b["pos"] = xp.where(cross, new_pos, pos)
-        b["nmfp"] = nmfp
-        escaped = cross & ~inside
+        b["pos"] = b["pos"] + b["dir"] * d
+        b["nmfp"] = b["nmfp"] - mu * d
+        inside = world.cross(xp, b, ~hit, ctx)
+        escaped = ~inside
         esc_e = xp.where(escaped, b["wt"] * b["e"], 0.0)
         sc.escaped_energy += xp.sum(esc_e)
         sc.escaped_primary += xp.sum(xp.where(b["scat"], 0.0, esc_e))
-        alive = ~escaped
+        if hasattr(world, "score_escape"):
+            world.score_escape(xp, b, escaped, sc)
+        alive = inside
 
         secondaries = None
         idx = xp.nonzero(hit)[0]
-        k = int(idx.shape[0])
-        if k:
-            secondaries = self._interact(b, idx, m[idx], flat[idx], rho[idx], alive, rng, sc)
+        if int(idx.shape[0]):
+            secondaries = self._interact(b, idx, m[idx], sidx[idx], rho[idx], alive, rng, sc)
         keep = xp.nonzero(alive)[0]
         b = self._take(b, keep)
         if secondaries is not None:
             b = self._concat(b, secondaries)
         return b
 
-    def _interact(self, b, idx, m, flat, rho, alive, rng, sc: BatchScores):
+    def _interact(self, b, idx, m, sidx, rho, alive, rng, sc: BatchScores):
         """Interactions of photons ``idx`` (in place on the bank); returns fluorescence photons."""
         xp, T, bk = self.xp, self.tables, self.backend
         k = int(idx.shape[0])
@@ -226,12 +216,15 @@ class Transport:
         low = (~is_photo) & (e_out < self.settings.cutoff_kev)
         survive = (~is_photo) & (~low)
         local = xp.where(low, e_out, 0.0)            # sub-cutoff photon energy, deposited here
+        scored = sidx >= 0
+        bin_ = xp.where(scored, sidx, 0)
         if bool(low.any()):
-            bk.scatter_add(sc.kerma, flat, wt * local / rho)
+            bk.scatter_add(sc.kerma, bin_, xp.where(scored, wt * local / rho, 0.0))
             sc.absorbed_local += xp.sum(wt * local)
+        dep = xp.where(is_photo, e - e_fl, e - e_out) + local
+        sc.unscored_energy += xp.sum(xp.where(scored, 0.0, wt * dep))
         if sc.collision is not None:
-            dep = xp.where(is_photo, e - e_fl, e - e_out) + local
-            bk.scatter_add(sc.collision, flat, wt * dep / rho)
+            bk.scatter_add(sc.collision, bin_, xp.where(scored, wt * dep / rho, 0.0))
 
         e_new = xp.where(survive, e_out, e)
         b["e"][idx] = e_new
@@ -247,9 +240,10 @@ class Transport:
         if int(j.shape[0]) == 0:
             return None
         src = idx[j]
+        state = {k: self._take({k: b[k]}, src)[k] for k in b if k not in self._PHOTON_FIELDS}
         return self._new_photons(
-            b["pos"][:, src].copy(), ia.isotropic(xp, rng, int(j.shape[0])), e_fl[j], wt[j], rng, scattered=True
-        ) | {"ivox": b["ivox"][:, src].copy()}
+            b["pos"][:, src].copy(), ia.isotropic(xp, rng, int(j.shape[0])), e_fl[j], wt[j], rng, scattered=True,
+            state=state)
 
     # ------------------------------------------------------------------------------------------
     def run_batch(self, source, n_histories: int, rng, scores: BatchScores | None = None,

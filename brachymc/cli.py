@@ -147,6 +147,35 @@ def cmd_materials(args) -> int:
     return 0
 
 
+def cmd_validate_tg43(args) -> int:
+    from brachymc.geometry.seed import load_builtin_seed, load_seed_model
+    from brachymc.materials import default_library
+    from brachymc.validation.tg43_mc import TG43RunSettings, run_tg43
+
+    lib = default_library()
+    model = load_seed_model(args.seed, lib) if args.seed.endswith(".toml") else load_builtin_seed(args.seed, lib)
+    histories = args.histories or (300_000 if args.quick else 20_000_000)
+    sk = args.sk_histories or (2_000_000 if args.quick else histories)
+    settings = TG43RunSettings(histories=histories, sk_histories=sk, batches=args.batches, seed=args.rng_seed,
+                               backend=args.backend or "auto")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    res = run_tg43(model, settings, progress=not args.no_progress)
+    res.settings["quick"] = bool(args.quick)
+    path = out / f"tg43_{model.key}.json"
+    res.to_json(path)
+    print(f"{model.name}: Lambda = {res.lambda_cGy_per_h_per_U:.4f} cGy/h/U (+- {100 * res.lambda_rel_unc:.2f} %), "
+          f"S_K = {res.sk_per_history_Gy_cm2:.4e} Gy cm2/history, D(1 cm, 90) +- {100 * res.dose_1cm_90_rel_unc:.2f} %, "
+          f"mean energy leaving the capsule {res.mean_energy_leaving_kev:.2f} keV; {res.run_time_s:.0f} s on {res.device}")
+    print(f"wrote {path}")
+    if not args.no_report:
+        from brachymc.validation.report import write_tg43_report
+
+        rep = write_tg43_report(res, out / "report.pdf", reference_dir=args.reference)
+        print(f"wrote {rep}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="brachymc", description="Monte Carlo dose engine for I-125 seed brachytherapy")
     p.add_argument("--version", action="version", version=f"brachymc {__version__}")
@@ -171,6 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--materials", action="append", help="extra material TOML file(s)")
     ph.add_argument("--no-cache", action="store_true")
     ph.set_defaults(func=cmd_physics)
+
+    v = sub.add_parser("validate", help="validation runs")
+    vsub = v.add_subparsers(dest="what", required=True)
+    t = vsub.add_parser("tg43", help="TG-43 parameters of a seed model in water, and a commissioning report")
+    t.add_argument("--seed", required=True, help="built-in seed model key (configs/seeds) or a seed .toml file")
+    t.add_argument("--histories", type=int, help="water-run histories (default 2e7; 3e5 with --quick)")
+    t.add_argument("--sk-histories", type=int, help="in-vacuo (air-kerma strength) histories")
+    t.add_argument("--batches", type=int, default=10)
+    t.add_argument("--rng-seed", type=int, default=43)
+    t.add_argument("--backend", choices=("numpy", "cupy", "auto"))
+    t.add_argument("--out", required=True)
+    t.add_argument("--quick", action="store_true", help="CI-sized run")
+    t.add_argument("--reference", help="folder with the published reference data (default ../shared/reference)")
+    t.add_argument("--no-report", action="store_true", help="write the JSON only")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_validate_tg43)
 
     m = sub.add_parser("materials", help="list the material library")
     m.add_argument("--materials", action="append", help="extra material TOML file(s)")

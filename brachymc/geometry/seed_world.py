@@ -139,7 +139,7 @@ class SeedWorld:
         if np.any(np.linalg.norm(pts, axis=1) > self.seed_radius):
             raise GeometryError("the seed world expects its seed source at the origin along z")
 
-    def init_state(self, xp, pos) -> dict:
+    def init_state(self, xp, pos, tag=None) -> dict:
         return {}
 
     def geometry_step(self, xp, b):

@@ -12,7 +12,7 @@ Interface (all arrays on the backend, photons along the last axis)::
     score_volume: ndarray | float        # cm3 of scoring medium per bin (host)
     score_density: xp array (n_scores,)  # g/cm3 of the scoring medium (energy bookkeeping)
     check_source(source)                 # raise if the source does not fit
-    init_state(xp, pos) -> dict          # per-photon geometry state for new photons
+    init_state(xp, pos, tag) -> dict     # per-photon geometry state for new photons (tag: source tag)
     geometry_step(xp, bank) -> (t, m, rho, score_index, ctx)
     cross(xp, bank, crossing, ctx) -> inside   # after photons moved by t: update state
     score_escape(xp, bank, escaped, scores)    # optional: photons leaving the world
@@ -52,7 +52,7 @@ class VoxelWorld:
                 f"{tuple(np.round(self.geom.origin, 4))} - {tuple(np.round(self.geom.upper, 4))} cm"
             )
 
-    def init_state(self, xp, pos) -> dict:
+    def init_state(self, xp, pos, tag=None) -> dict:
         g = self.geom
         ivox = xp.stack([
             xp.clip(xp.floor((pos[a] - g.origin[a]) / g.spacing[a]).astype(xp.int64), 0, (g.nx, g.ny, g.nz)[a] - 1)

@@ -123,7 +123,8 @@ class Transport:
             )
 
     # ------------------------------------------------------------------------------------------
-    def _new_photons(self, pos, direction, energy, weight, rng, scattered: bool, state: dict | None = None):
+    def _new_photons(self, pos, direction, energy, weight, rng, scattered: bool, state: dict | None = None,
+                     tag=None):
         xp = self.xp
         n = energy.shape[0]
         ie, fe = ia.energy_position(xp, self.tables, energy)
@@ -132,7 +133,7 @@ class Transport:
             "nmfp": -xp.log1p(-rng.random(n)),
             "scat": xp.full(n, scattered, dtype=bool), "ie": ie, "fe": fe,
         }
-        bank.update(state if state is not None else self.world.init_state(xp, pos))
+        bank.update(state if state is not None else self.world.init_state(xp, pos, tag))
         return bank
 
     _PHOTON_FIELDS = ("pos", "dir", "e", "wt", "nmfp", "scat", "ie", "fe")
@@ -263,7 +264,8 @@ class Transport:
             if remaining > 0 and n_alive <= size // 2:
                 add = min(remaining, size - n_alive)
                 ph = source.sample(xp, rng, add)
-                new = self._new_photons(ph.position, ph.direction, ph.energy, ph.weight, rng, scattered=False)
+                new = self._new_photons(ph.position, ph.direction, ph.energy, ph.weight, rng, scattered=False,
+                                        tag=ph.tag)
                 sc.emitted_energy += xp.sum(ph.weight * ph.energy)
                 bank = new if bank is None else self._concat(bank, new)
                 remaining -= add

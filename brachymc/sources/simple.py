@@ -24,6 +24,7 @@ class SourcePhotons(NamedTuple):
     direction: Any  # (3, n) unit vectors
     energy: Any     # (n,) keV
     weight: Any     # (n,)
+    tag: Any = None  # (n,) int, e.g. the index of the emitting seed (None: untagged)
 
 
 class Source(Protocol):

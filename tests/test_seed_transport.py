@@ -113,3 +113,17 @@ def test_quick_tg43_report(quick_tg43):
     pdf = quick_tg43 / "report.pdf"
     assert pdf.exists() and pdf.stat().st_size > 10_000
     assert pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_air_kerma_strength_cache(library, tmp_path, monkeypatch):
+    """S_K per history is cached per seed model and spectrum: a second call reads the same value."""
+    from brachymc.sources.air_kerma import cached_air_kerma_strength
+
+    monkeypatch.setenv("BRACHYMC_CACHE_DIR", str(tmp_path))
+    m = load_builtin_seed("oncoseed_6711", library)
+    a = cached_air_kerma_strength(m, histories=200_000, backend="numpy", batches=4)
+    assert list(tmp_path.glob("sk-oncoseed_6711-*.json"))
+    b = cached_air_kerma_strength(m, histories=200_000, backend="numpy", batches=4)
+    assert a.sk_per_history_Gy_cm2 == b.sk_per_history_Gy_cm2
+    # physically: K_air(10 cm) d^2 per photon of ~27 keV is a few 1e-14 Gy cm2 (6711: 3.6e-14)
+    assert 3.0e-14 < a.sk_per_history_Gy_cm2 < 4.2e-14 and a.rel_unc < 0.05

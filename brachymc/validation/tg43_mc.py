@@ -28,7 +28,8 @@ import numpy as np
 from brachymc import __version__, default_library
 from brachymc.backend import get_backend
 from brachymc.geometry.seed import SeedModel
-from brachymc.geometry.seed_world import AirKermaScorer, SeedWorld
+from brachymc.geometry.seed_world import SeedWorld
+from brachymc.sources.air_kerma import air_kerma_strength
 from brachymc.io.tables_cache import load_or_build_tables
 from brachymc.mc.physics import PhysicsSettings
 from brachymc.mc.tally import DoseTally
@@ -100,6 +101,7 @@ class TG43Result:
     seed_name: str
     lambda_cGy_per_h_per_U: float
     lambda_rel_unc: float
+    length_cm: float
     sk_per_history_Gy_cm2: float
     sk_rel_unc: float
     dose_1cm_90_Gy_per_history: float
@@ -140,37 +142,19 @@ def run_tg43(model: SeedModel, settings: TG43RunSettings = TG43RunSettings(), pr
     t0 = time.perf_counter()
     lib = default_library()
     backend = get_backend(settings.backend)
-    xp = backend.xp
     src = SeedSource(model)
     ts = TransportSettings(bank_size=settings.bank_size)
     children = np.random.SeedSequence(settings.seed).spawn(2 * settings.batches)
 
     # ---- 1. in vacuo: S_K ------------------------------------------------------------------------
-    zlo, zhi, rs = model.bounds()
-    rad = float(np.sqrt(max(zlo * zlo, zhi * zhi) + rs * rs)) + 0.01
-    vac = SeedWorld(model, lib, None, radius_cm=rad, r_edges=[rad * 0.999, rad], cos_edges=[-1.0, 1.0],
-                    backend=backend, volume_samples=10_000)
-    tables_v = load_or_build_tables(list(vac.materials), PhysicsSettings(cutoff_kev=ts.cutoff_kev))
-    tr_v = Transport(vac, tables_v, backend, ts)
-    scorer = AirKermaScorer(vac, tr_v.tables)
-    vac.score_escape = scorer
     n_sk = settings.sk_histories or settings.histories
-    per_sk = -(-n_sk // settings.batches)
-    sk_b, e_all, e_5 = [], [], []
+    ak = air_kerma_strength(model, n_sk, batches=settings.batches, backend=settings.backend,
+                            bank_size=settings.bank_size, progress=progress,
+                            seed_sequence=children[: settings.batches])
+    sk_b = np.array(ak.batch_values)
+    per_sk = ak.histories // settings.batches
+    e_all, e_5 = [ak.mean_energy_leaving_kev], [ak.mean_energy_leaving_5kev_kev]
     bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=per_sk * settings.batches, unit="hist", unit_scale=True, desc=f"{model.key} in vacuo")
-    for b in range(settings.batches):
-        sc = tr_v.run_batch(src, per_sk, backend.rng(children[b]), on_progress=bar.update if bar else None)
-        k_air = float(sc.extra.get("air_kerma_raw", 0.0)) / scorer.area / per_sk * KEV_PER_G_TO_GY  # Gy/history
-        sk_b.append(k_air * scorer.d**2)
-        e_all.append(float(sc.extra["escaped_e"]) / max(float(sc.extra["escaped_n"]), 1e-300))
-        e_5.append(float(sc.extra["escaped_e5"]) / max(float(sc.extra["escaped_n5"]), 1e-300))
-    if bar:
-        bar.close()
-    sk_b = np.array(sk_b)
 
     # ---- 2. in water: D(r, theta) ----------------------------------------------------------------
     r_edges, cos_edges, r_bin, th_bins = _bins(settings.radial_half_width)
@@ -197,11 +181,11 @@ def run_tg43(model: SeedModel, settings: TG43RunSettings = TG43RunSettings(), pr
 
     # ---- derived quantities per batch ----------------------------------------------------------
     with np.errstate(divide="ignore", invalid="ignore"):
-        return _derive(model, settings, ts, scorer, src, r_edges, r_bin, th_bins, vol, dose_b, sk_b, e_all, e_5,
-                       per_sk, per, t0, backend)
+        return _derive(model, settings, ts, ak.settings, src, r_edges, r_bin, th_bins, vol, dose_b, sk_b, e_all,
+                       e_5, per_sk, per, t0, backend)
 
 
-def _derive(model, settings, ts, scorer, src, r_edges, r_bin, th_bins, vol, dose_b, sk_b, e_all, e_5, per_sk, per,
+def _derive(model, settings, ts, sk_settings, src, r_edges, r_bin, th_bins, vol, dose_b, sk_b, e_all, e_5, per_sk, per,
             t0, backend) -> TG43Result:
     L = model.effective_length_cm
 
@@ -254,7 +238,7 @@ def _derive(model, settings, ts, scorer, src, r_edges, r_bin, th_bins, vol, dose
     d1, d1_u = stat(d90[1.0])
     return TG43Result(
         seed=model.key, seed_name=model.name,
-        lambda_cGy_per_h_per_U=float(lam), lambda_rel_unc=float(lam_u),
+        lambda_cGy_per_h_per_U=float(lam), lambda_rel_unc=float(lam_u), length_cm=float(L),
         sk_per_history_Gy_cm2=float(sk), sk_rel_unc=float(sk_u),
         dose_1cm_90_Gy_per_history=float(d1), dose_1cm_90_rel_unc=float(d1_u),
         mean_energy_leaving_kev=float(np.mean(e_all)), mean_energy_leaving_5kev_kev=float(np.mean(e_5)),
@@ -264,7 +248,7 @@ def _derive(model, settings, ts, scorer, src, r_edges, r_bin, th_bins, vol, dose
         phi_an={"r_cm": list(F_R_LIST), "value": phi_v, "rel_unc": phi_u},
         settings={**asdict(settings), "length_cm": L, "spectrum": src.spectrum.name,
                   "sk_histories": per_sk * settings.batches, "water_histories": per * settings.batches,
-                  "r_edges_cm": r_edges.tolist(), "cutoff_kev": ts.cutoff_kev, "sk_cutoff_kev": scorer.cutoff,
-                  "sk_band_half_height_cm": scorer.h, "sk_distance_cm": scorer.d},
+                  "r_edges_cm": r_edges.tolist(), "cutoff_kev": ts.cutoff_kev, "sk_cutoff_kev": sk_settings["cutoff_kev"],
+                  "sk_band_half_height_cm": sk_settings["half_height_cm"], "sk_distance_cm": sk_settings["distance_cm"]},
         run_time_s=time.perf_counter() - t0, device=_device_name(backend),
     )

@@ -8,6 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# Property tests are derandomized: the suite is reproducible run to run, as the Monte Carlo tests
+# are (fixed seeds). Explore with `pytest --hypothesis-profile=explore` (random, more examples).
+hypothesis_settings.register_profile("brachymc", derandomize=True, deadline=None)
+hypothesis_settings.register_profile("explore", max_examples=2000, deadline=None)
+hypothesis_settings.load_profile("brachymc")
 
 from brachymc.backend import cupy_available, get_backend
 from brachymc.materials import default_library

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 from scipy import stats
 
 from brachymc.errors import ConfigError
-from brachymc.geometry.seed import (Cone, SeedModel, Solid, Sphere, ActiveRegion, check_seed_model,
+from brachymc.geometry.seed import (SURFACE_EPS, Cone, SeedModel, Solid, Sphere, ActiveRegion, check_seed_model,
                                     load_builtin_seed, load_seed_model, ray_invariants, seed_library)
 
 Z = np.array([0.0, 0.0, 1.0])
@@ -54,6 +54,10 @@ def test_cylinder_chord_matches_analytic(radius, half, a, b, c, px, py, pz):
     got = chords(m, p[:, None], d[:, None])[0, 0]
     # analytic: t-interval inside the infinite cylinder intersected with the z slab, t >= 0
     qa, qb, qc = d[0] ** 2 + d[1] ** 2, 2 * (p[0] * d[0] + p[1] * d[1]), p[0] ** 2 + p[1] ** 2 - radius**2
+    # a ray running along the cylinder wall (measure zero) is inside or outside by rounding alone
+    assume(qa > 1e-14 or abs(qc) > 1e-12 * radius**2)
+    # ...and so is a ray lying in an end plane
+    assume(abs(d[2]) > 1e-12 or abs(abs(p[2]) - half) > 1e-12)
     if qa < 1e-14:
         lo, hi = (-np.inf, np.inf) if qc <= 0 else (0.0, 0.0)
     else:
@@ -68,7 +72,10 @@ def test_cylinder_chord_matches_analytic(radius, half, a, b, c, px, py, pz):
         t1, t2 = (-half - p[2]) / d[2], (half - p[2]) / d[2]
         zlo, zhi = min(t1, t2), max(t1, t2)
     expected = max(0.0, min(hi, zhi) - max(lo, zlo, 0.0))
-    assert got == pytest.approx(expected, abs=1e-9)
+    # roots within SURFACE_EPS (1e-9 cm) of the start are the surface the ray starts on: rays grazing
+    # the wall at their start may keep or lose a chord of that order
+    # (near-)tangent rays: the analytic chord is the sqrt of a rounding error, compare squares there
+    assert abs(got - expected) < 10 * SURFACE_EPS or abs(got**2 - expected**2) < 1e-13
 
 
 @settings(max_examples=150, deadline=None)

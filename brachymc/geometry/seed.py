@@ -35,6 +35,18 @@ SURFACE_EPS = 1e-9
 _BIG = 1e30
 
 
+def _quiet(fn):
+    """Run ``fn`` with NumPy floating-point warnings off (masked branches divide by ~0 by design)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 @dataclass(frozen=True)
 class Cone:
     """Constraint r <= r0 + slope * (z - z0) (cm)."""
@@ -196,6 +208,7 @@ class SeedModel:
         return out
 
     # ---- rays --------------------------------------------------------------------------------------
+    @_quiet
     def distance_to_surface(self, xp, z, r2, w, pd):
         """Distance (cm) along the ray to the next crossing of any bounding surface (> SURFACE_EPS).
 
@@ -208,10 +221,12 @@ class SeedModel:
 
         def quad(a, b, c):
             nonlocal best
-            # a t^2 + b t + c = 0; smallest root > eps (numerically stable form)
+            # a t^2 + b t + c = 0; smallest root > eps (numerically stable form). A discriminant
+            # that is negative by rounding only is a tangency: keep its double root as a stop, so
+            # that no step's midpoint can fall on a tangent point.
             disc = b * b - 4.0 * a * c
-            ok = disc >= 0
-            sq = xp.sqrt(xp.where(ok, disc, 0.0))
+            ok = disc >= -1e-12 * (b * b + 4.0 * xp.abs(a * c))
+            sq = xp.sqrt(xp.maximum(disc, 0.0))
             qq = -0.5 * (b + xp.where(b >= 0, sq, -sq))
             safe_a = xp.where(a != 0, a, 1.0)
             safe_q = xp.where(qq != 0, qq, 1.0)

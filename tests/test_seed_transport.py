@@ -127,3 +127,28 @@ def test_air_kerma_strength_cache(library, tmp_path, monkeypatch):
     assert a.sk_per_history_Gy_cm2 == b.sk_per_history_Gy_cm2
     # physically: K_air(10 cm) d^2 per photon of ~27 keV is a few 1e-14 Gy cm2 (6711: 3.6e-14)
     assert 3.0e-14 < a.sk_per_history_Gy_cm2 < 4.2e-14 and a.rel_unc < 0.05
+
+
+def test_tg43_extraction_of_a_bare_line_source_gives_unit_anisotropy():
+    """A bare 3 mm line source of water in water: F(r, theta) = 1 at theta >= 10 deg within statistics
+    plus the 0.5 % volume-averaging allowance, so the F of real seeds reflects their capsules, not
+    the scoring (and g_L(1 cm) = 1)."""
+    from brachymc.geometry.seed import ActiveRegion, SeedModel, Solid
+    from brachymc.validation.tg43_mc import TG43RunSettings, run_tg43
+
+    m = SeedModel(key="bare_line", name="bare line",
+                  solids=(Solid("wire", "water", role="active", r_max=1e-4, z_min=-0.15, z_max=0.15),),
+                  active=(ActiveRegion("wire"),), effective_length_cm=0.3)
+    r = run_tg43(m, TG43RunSettings(histories=600_000, sk_histories=20_000, batches=10, backend="numpy"))
+    th = r.F["theta_deg"]
+    checked = 0
+    for k, rr in enumerate(r.F["r_cm"]):
+        if rr > 2.0:
+            continue
+        for t in th:
+            if t < 10:
+                continue
+            v, u = r.F["value"][k][th.index(t)], r.F["rel_unc"][k][th.index(t)]
+            assert abs(v - 1) < 4 * u + 0.005, (rr, t, v, u)
+            checked += 1
+    assert checked > 50

@@ -84,7 +84,7 @@ def evaluate(res, ref: dict) -> list[tuple[str, str, bool | None]]:
         for r, v in zip(res.gL["r_cm"], res.gL["value"]):
             if 0.5 <= r <= 5 and r in ref["gL"]:
                 worst = max(worst, abs(v / ref["gL"][r] - 1))
-        checks.append(("g_L within 3 % of consensus, 0.5-5 cm", f"max |diff| {100 * worst:.2f} %", worst <= 0.03))
+        checks.append(("g_L within 3 % of consensus, 0.5-5 cm", f"max abs. diff {100 * worst:.2f} %", worst <= 0.03))
     if ref["F"]:
         worst30 = worst10 = 0.0
         for r, row in zip(res.F["r_cm"], res.F["value"]):
@@ -97,9 +97,9 @@ def evaluate(res, ref: dict) -> list[tuple[str, str, bool | None]]:
                         worst30 = max(worst30, d)
                     if t >= 10:
                         worst10 = max(worst10, d)
-        checks.append(("F within 5 % of consensus, r >= 1 cm, theta >= 30 deg", f"max |diff| {100 * worst30:.2f} %",
+        checks.append(("F within 5 % of consensus, r >= 1 cm, theta >= 30 deg", f"max abs. diff {100 * worst30:.2f} %",
                        worst30 <= 0.05))
-        checks.append(("F at theta >= 10 deg (reported, not judged)", f"max |diff| {100 * worst10:.2f} %", None))
+        checks.append(("F at theta >= 10 deg (reported, not judged)", f"max abs. diff {100 * worst10:.2f} %", None))
     quick = bool(res.settings.get("quick"))
     checks.append(("stat. uncertainty of D(1 cm, 90 deg) < 0.5 %" + (" (quick run: not judged)" if quick else ""),
                    f"{100 * res.dose_1cm_90_rel_unc:.2f} %", None if quick else res.dose_1cm_90_rel_unc < 0.005))

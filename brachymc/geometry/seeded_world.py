@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from brachymc.errors import GeometryError
-from brachymc.geometry.phantom import VoxelPhantom
+from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
 from brachymc.geometry.seed import SeedModel
 from brachymc.geometry.seed_world import _sphere_roots
 from brachymc.geometry.world import VoxelWorld
@@ -123,7 +123,7 @@ class SeededVoxelWorld(VoxelWorld):
         for i, j in zip(*np.nonzero(d < 2 * self.seed_radius)):
             if i >= j:
                 continue
-            pts = self._sample_in_seed(i, 20_000, rng)
+            pts = _sample_in_seed(self.model, self.centers[i], self.axes[i], 20_000, rng)
             z, r2 = self._local(j, pts)
             if np.any(self.model.locate(np, z, r2) >= 0):
                 raise GeometryError(f"seeds {i} and {j} overlap (centres {tuple(np.round(c[i], 3))} and "
@@ -134,32 +134,10 @@ class SeededVoxelWorld(VoxelWorld):
         z = d @ self.axes[k]
         return z, np.maximum(np.sum(d * d, axis=1) - z * z, 0.0)
 
-    def _sample_in_seed(self, k: int, n: int, rng) -> np.ndarray:
-        """Points uniform in seed k's bounding cylinder that lie inside one of its solids."""
-        zlo, zhi, rs = self.model.bounds()
-        z = zlo + (zhi - zlo) * rng.random(n)
-        r = rs * np.sqrt(rng.random(n))
-        ph = 2 * np.pi * rng.random(n)
-        x, y = r * np.cos(ph), r * np.sin(ph)
-        inside = self.model.locate(np, z, r * r) >= 0
-        e1, e2, a = orthonormal_frame(self.axes[k])
-        pts = self.centers[k] + np.outer(x, e1) + np.outer(y, e2) + np.outer(z, a)
-        return pts[inside]
-
     def _volume_correction(self, n: int, mask_fraction: float):
-        g = self.geom
-        zlo, zhi, rs = self.model.bounds()
-        cyl = np.pi * rs * rs * (zhi - zlo)
-        occupied = np.zeros(g.n_voxels)
-        rng = np.random.default_rng(2718)
-        for k in range(len(self.centers)):
-            pts = self._sample_in_seed(k, n, rng)
-            iv = g.voxel_of(pts)
-            flat = (iv[:, 2] * g.ny + iv[:, 1]) * g.nx + iv[:, 0]
-            occupied += np.bincount(flat, minlength=g.n_voxels) * cyl / n
-        frac = np.clip(1.0 - occupied / g.voxel_volume, 0.0, 1.0)
-        vol = np.where(frac < mask_fraction, np.inf, frac * g.voxel_volume)
-        return frac.reshape(g.shape), vol.reshape(g.shape)
+        frac = 1.0 - seed_volume_fraction(self.geom, self.model, self.centers, self.axes, n)
+        vol = np.where(frac < mask_fraction, np.inf, frac * self.geom.voxel_volume)
+        return frac, vol
 
     # ---- world interface ----------------------------------------------------------------------
     def init_state(self, xp, pos, tag=None) -> dict:
@@ -227,6 +205,43 @@ class SeededVoxelWorld(VoxelWorld):
     def cross(self, xp, b, crossing, ctx):
         axis, face = ctx
         return super().cross(xp, b, crossing & face, axis)
+
+
+def _sample_in_seed(model: SeedModel, center: np.ndarray, axis: np.ndarray, n: int, rng) -> np.ndarray:
+    """Points uniform in a seed's bounding cylinder that lie inside one of its solids (world frame)."""
+    zlo, zhi, rs = model.bounds()
+    z = zlo + (zhi - zlo) * rng.random(n)
+    r = rs * np.sqrt(rng.random(n))
+    ph = 2 * np.pi * rng.random(n)
+    x, y = r * np.cos(ph), r * np.sin(ph)
+    inside = model.locate(np, z, r * r) >= 0
+    e1, e2, a = orthonormal_frame(axis)
+    pts = center + np.outer(x, e1) + np.outer(y, e2) + np.outer(z, a)
+    return pts[inside]
+
+
+def seed_volume_fraction(geometry: GridGeometry, model: SeedModel, centers, axes, n: int = 400_000,
+                         seed: int = 2718) -> np.ndarray:
+    """Fraction (nz, ny, nx) of each voxel's volume occupied by the seeds (Monte Carlo estimate).
+
+    ``n`` points are drawn uniformly in each seed's bounding cylinder; those inside a solid count
+    for the voxel they fall in (relative standard error of a voxel's seed volume ~ 1/sqrt(n x
+    fraction of the seed in it)). Deterministic for a given ``seed``.
+    """
+    g = geometry
+    zlo, zhi, rs = model.bounds()
+    cyl = np.pi * rs * rs * (zhi - zlo)
+    occupied = np.zeros(g.n_voxels)
+    rng = np.random.default_rng(seed)
+    centers = np.atleast_2d(np.asarray(centers, float))
+    axes = np.atleast_2d(np.asarray(axes, float))
+    for c, a in zip(centers, axes):
+        pts = _sample_in_seed(model, c, a / np.linalg.norm(a), n, rng)
+        pts = pts[g.contains(pts)]
+        iv = g.voxel_of(pts)
+        flat = (iv[:, 2] * g.ny + iv[:, 1]) * g.nx + iv[:, 0]
+        occupied += np.bincount(flat, minlength=g.n_voxels) * cyl / n
+    return np.clip(occupied / g.voxel_volume, 0.0, 1.0).reshape(g.shape)
 
 
 def seed_positions_from(placements) -> list[SeedPlacement]:

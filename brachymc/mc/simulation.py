@@ -121,7 +121,8 @@ def run_simulation(phantom: VoxelPhantom, source, settings: RunSettings,
     transport = Transport(phantom, tables, backend, settings.transport)
     transport.check_source(source)
     quantities = ("dose",) + (("primary",) if settings.transport.score_primary else ()) + (
-        ("collision",) if settings.transport.score_collision else ())
+        ("collision",) if settings.transport.score_collision else ()) + (
+        ("dose_water",) if settings.transport.score_water else ())
     tally = DoseTally(backend, phantom.geometry.shape, phantom.geometry.voxel_volume, quantities)
     per_batch = settings.histories_per_batch
     children = np.random.SeedSequence(int(settings.seed)).spawn(int(settings.batches))
@@ -142,7 +143,7 @@ def run_simulation(phantom: VoxelPhantom, source, settings: RunSettings,
         for child in children:
             rng = backend.rng(child)
             sc = transport.run_batch(source, per_batch, rng, on_progress=bar.update if bar is not None else None)
-            raw = {"dose": sc.kerma, "primary": sc.primary, "collision": sc.collision}
+            raw = {"dose": sc.kerma, "primary": sc.primary, "collision": sc.collision, "dose_water": sc.water}
             tally.add_batch(raw, per_batch)
             emitted += float(sc.emitted_energy)
             escaped += float(sc.escaped_energy)

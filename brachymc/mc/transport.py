@@ -42,12 +42,17 @@ class TransportSettings:
         score_primary: also tally the dose of photons that have not interacted.
         score_collision: also tally the interaction (collision) estimator of deposited energy
             (validation only: it is noisier than the track-length estimator).
+        score_water: also tally dose to water in medium (Dw,m): the same track lengths scored with
+            (mu_en/rho) of water instead of the voxel's medium (large-cavity conversion, photon
+            fluence of the medium; Carlsson Tedgren & Ahnesjo, Med Phys 35 (2008) 1487; TG-186).
+            The world's materials must include ``water``.
     """
 
     cutoff_kev: float = 1.0
     bank_size: int = 1 << 16
     score_primary: bool = False
     score_collision: bool = False
+    score_water: bool = False
 
     def __post_init__(self) -> None:
         if not (1.0 <= self.cutoff_kev < 50.0):
@@ -63,6 +68,7 @@ class BatchScores:
     kerma: object
     primary: object | None = None
     collision: object | None = None
+    water: object | None = None
     emitted_energy: object = 0.0     # keV, sum of w E of source photons
     escaped_energy: object = 0.0     # keV leaving the grid
     escaped_primary: object = 0.0    # keV leaving the grid without having interacted
@@ -99,6 +105,11 @@ class Transport:
         self.xp = backend.xp
         self.settings = settings
         self.tables = tables.to_backend(backend)
+        self._water = None
+        if settings.score_water:
+            if "water" not in names:
+                raise ConfigError("dose to water in medium needs 'water' among the world's materials")
+            self._water = names.index("water")
 
     # ------------------------------------------------------------------------------------------
     def new_scores(self) -> BatchScores:
@@ -109,6 +120,7 @@ class Transport:
             kerma=xp.zeros(n, dtype=xp.float64),
             primary=xp.zeros(n, dtype=xp.float64) if s.score_primary else None,
             collision=xp.zeros(n, dtype=xp.float64) if s.score_collision else None,
+            water=xp.zeros(n, dtype=xp.float64) if s.score_water else None,
             emitted_energy=zero(), escaped_energy=zero(), escaped_primary=zero(), absorbed_local=zero(),
             unscored_energy=zero(),
         )
@@ -165,6 +177,10 @@ class Transport:
         bk.scatter_add(sc.kerma, bin_, score)
         if sc.primary is not None:
             bk.scatter_add(sc.primary, bin_, xp.where(b["scat"], 0.0, score))
+        if sc.water is not None:
+            mw = xp.full_like(m, self._water)
+            bk.scatter_add(sc.water, bin_, xp.where(
+                scored, b["wt"] * b["e"] * ia.interp_log(T.ln_muen, mw, b["ie"], b["fe"], xp) * d, 0.0))
 
         b["pos"] = b["pos"] + b["dir"] * d
         b["nmfp"] = b["nmfp"] - mu * d

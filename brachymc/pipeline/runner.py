@@ -1,0 +1,299 @@
+"""Batch loop of a long run: stopping rules, checkpoints and resume.
+
+A run is a sequence of independent batches. Batch ``i`` draws its random numbers from
+``SeedSequence(seed, spawn_key=(i,))`` (the i-th child of ``SeedSequence(seed)``), so a run is
+reproducible from its seed whatever the number of batches it ends up needing, and a resumed run
+continues with exactly the streams the uninterrupted run would have used. Batch tallies are added
+to the running sums in batch order, so an interrupted and resumed run gives the same numbers as an
+uninterrupted one (bit for bit on the same backend).
+
+Stopping (checked after each batch, never before ``min_batches``):
+
+* ``max_histories`` reached;
+* ``target_rel_unc``: the mean relative statistical uncertainty of the dose over the voxels of
+  ``target_region`` (e.g. the GTV) is at or below the target;
+* ``time_budget_s``: transport time (summed over resumed sessions) is spent.
+
+Checkpoints are HDF5 files replaced atomically (written to a temporary file, then renamed): the
+running sums, batch count, energy bookkeeping, elapsed time and a *fingerprint* of the problem.
+``resume=True`` refuses a checkpoint whose fingerprint differs (another CT, plan or setting).
+Ctrl-C: the first SIGINT lets the batch in flight finish, writes a final checkpoint and raises
+:class:`RunInterrupted` (a KeyboardInterrupt); a second one aborts the batch at once (the checkpoint
+then holds the batches completed before it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+
+from brachymc.errors import ConfigError
+from brachymc.io.atomic import atomic_path
+from brachymc.mc.tally import DoseTally
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Raised (as a KeyboardInterrupt) after a final checkpoint was written on Ctrl-C."""
+
+    def __init__(self, checkpoint: Path | None, batches: int):
+        super().__init__(f"run interrupted after {batches} batches; checkpoint {checkpoint}")
+        self.checkpoint = checkpoint
+        self.batches = batches
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When a run ends.
+
+    Attributes:
+        max_histories: upper bound on source photons (rounded up to whole batches).
+        batch_histories: source photons per batch.
+        min_batches: batches before any early stop (>= 2; 10 or more for a reliable uncertainty).
+        target_rel_unc: stop when the mean relative uncertainty over the target region reaches this
+            (fraction, e.g. 0.02); ``None``: no target.
+        time_budget_s: stop when this much transport time (s) is spent; ``None``: no budget.
+        checkpoint_every_s: write a checkpoint at most this often (s); 0: after every batch.
+    """
+
+    max_histories: int
+    batch_histories: int
+    min_batches: int = 10
+    target_rel_unc: float | None = None
+    time_budget_s: float | None = None
+    checkpoint_every_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if int(self.batch_histories) < 1:
+            raise ConfigError(f"histories per batch must be >= 1, got {self.batch_histories}")
+        if int(self.min_batches) < 2:
+            raise ConfigError(f"min_batches must be >= 2 to estimate an uncertainty, got {self.min_batches}")
+        if int(self.max_histories) < int(self.min_batches) * int(self.batch_histories):
+            raise ConfigError(
+                f"max_histories ({self.max_histories}) is less than min_batches x batch_histories "
+                f"({self.min_batches} x {self.batch_histories})")
+        if self.target_rel_unc is not None and not (0 < float(self.target_rel_unc) < 1):
+            raise ConfigError(f"target uncertainty must be a fraction in (0, 1), got {self.target_rel_unc}")
+        if self.time_budget_s is not None and not (float(self.time_budget_s) > 0):
+            raise ConfigError(f"time budget must be > 0 s, got {self.time_budget_s}")
+        if not (float(self.checkpoint_every_s) >= 0):
+            raise ConfigError(f"checkpoint_every_s must be >= 0, got {self.checkpoint_every_s}")
+
+    @property
+    def max_batches(self) -> int:
+        return -(-int(self.max_histories) // int(self.batch_histories))
+
+
+@dataclass
+class BatchRunResult:
+    """What :func:`run_batches` leaves: the tally and the run's bookkeeping."""
+
+    tally: DoseTally
+    batches: int
+    histories: int
+    wall_time_s: float           # transport time over all sessions of the run
+    voxel_steps: int
+    stopped_by: str              # "histories", "target" or "time"
+    target_rel_unc_reached: float | None
+    energy: dict = field(default_factory=dict)   # per-batch keV/history lists
+    resumed_from: int = 0        # batches read from a checkpoint
+
+
+def batch_seed_sequence(seed: int, batch: int) -> np.random.SeedSequence:
+    """The random stream of batch ``batch`` of a run with root ``seed``."""
+    return np.random.SeedSequence(int(seed), spawn_key=(int(batch),))
+
+
+def mean_rel_uncertainty(tally: DoseTally, region_index, quantity: str = "dose") -> float:
+    """Mean relative standard error of ``quantity`` over the flat voxel indices ``region_index``."""
+    xp = tally.backend.xp
+    nb = tally.n_batches
+    if nb < 2:
+        return math.inf
+    s = tally._sum[quantity][region_index]
+    s2 = tally._sum2[quantity][region_index]
+    mean = s / nb
+    var = xp.maximum(s2 / nb - mean * mean, 0.0) / (nb - 1)
+    ok = mean > 0
+    if not bool(ok.any()):
+        return math.inf
+    rel = xp.sqrt(var[ok]) / mean[ok]
+    # voxels with no dose at all count as 100 % uncertain
+    return float((xp.sum(rel) + float(xp.sum(~ok))) / region_index.shape[0])
+
+
+def save_checkpoint(path: Path, tally: DoseTally, fingerprint: str, seed: int, elapsed_s: float, steps: int,
+                    energy: dict) -> None:
+    """Write the run state to ``path`` atomically."""
+    st = tally.state()
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = CHECKPOINT_FORMAT
+            f.attrs["fingerprint"] = fingerprint
+            f.attrs["seed"] = int(seed)
+            f.attrs["elapsed_s"] = float(elapsed_s)
+            f.attrs["voxel_steps"] = int(steps)
+            f.attrs["n_batches"] = int(st["n_batches"])
+            f.attrs["n_histories"] = int(st["n_histories"])
+            for k, v in st.items():
+                if k.startswith("sum"):
+                    f.create_dataset(k, data=v)
+            for k, v in energy.items():
+                f.create_dataset(f"energy/{k}", data=np.asarray(v, dtype=np.float64))
+
+
+def load_checkpoint(path: Path, tally: DoseTally, fingerprint: str, seed: int) -> tuple[float, int, dict]:
+    """Fill ``tally`` from a checkpoint; returns (elapsed_s, voxel_steps, energy lists)."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the checkpoint ({exc})") from None
+    with f:
+        if int(f.attrs.get("format", -1)) != CHECKPOINT_FORMAT:
+            raise ConfigError(f"{path}: checkpoint format {f.attrs.get('format')} is not {CHECKPOINT_FORMAT}")
+        if str(f.attrs.get("fingerprint")) != fingerprint:
+            raise ConfigError(f"{path}: the checkpoint belongs to another problem (CT, plan or settings differ); "
+                              "remove it or run without --resume")
+        if int(f.attrs["seed"]) != int(seed):
+            raise ConfigError(f"{path}: checkpoint seed {int(f.attrs['seed'])} differs from the run's seed {seed}")
+        xp = tally.backend.xp
+        for q in tally.quantities:
+            for kind, target in (("sum", tally._sum), ("sum2", tally._sum2)):
+                key = f"{kind}/{q}"
+                if key not in f:
+                    raise ConfigError(f"{path}: checkpoint lacks the tally {key}")
+                data = f[key][...]
+                if data.shape != tuple(target[q].shape):
+                    raise ConfigError(f"{path}: checkpoint tally {key} has shape {data.shape}, "
+                                      f"the run needs {tuple(target[q].shape)}")
+                target[q] = xp.asarray(data)
+        tally.n_batches = int(f.attrs["n_batches"])
+        tally.n_histories = int(f.attrs["n_histories"])
+        energy = {k: list(f["energy"][k][...]) for k in f["energy"]} if "energy" in f else {}
+        return float(f.attrs["elapsed_s"]), int(f.attrs["voxel_steps"]), energy
+
+
+def run_batches(transport, source, tally: DoseTally, rule: StopRule, seed: int, *,
+                raw_quantities: dict[str, str] | None = None, target_region: np.ndarray | None = None,
+                checkpoint: str | Path | None = None, resume: bool = False, fingerprint: str = "",
+                progress: bool = False, on_batch: Callable[[int, BatchRunResult], None] | None = None,
+                ) -> BatchRunResult:
+    """Run batches of ``rule.batch_histories`` photons from ``source`` until ``rule`` says stop.
+
+    Args:
+        transport: a :class:`~brachymc.mc.transport.Transport`.
+        tally: an empty :class:`DoseTally` whose quantities name the fields of
+            :class:`~brachymc.mc.transport.BatchScores` through ``raw_quantities``
+            (default ``{"dose": "kerma"}``, plus ``"dose_water": "water"`` when present).
+        target_region: boolean mask (grid shape) over which ``rule.target_rel_unc`` is judged.
+        checkpoint: HDF5 path for checkpoints (None: no checkpoints).
+        resume: continue from ``checkpoint`` if it exists.
+        fingerprint: identifies the problem; a checkpoint with another one is refused.
+        on_batch: called after every batch with the batch index and the running result (tests use
+            it to simulate an interruption).
+    """
+    raw_quantities = raw_quantities or {q: {"dose": "kerma", "dose_water": "water", "primary": "primary"}[q]
+                                        for q in tally.quantities}
+    xp = transport.backend.xp
+    be = transport.backend
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    region = None
+    if rule.target_rel_unc is not None:
+        if target_region is None or not np.any(target_region):
+            raise ConfigError("a target uncertainty needs a non-empty target region (e.g. the GTV)")
+        region = xp.asarray(np.flatnonzero(np.asarray(target_region).reshape(-1)))
+    energy: dict[str, list] = {"emitted": [], "escaped": [], "deposited": []}
+    elapsed, steps, start = 0.0, 0, 0
+    if resume and ckpt is not None and ckpt.exists():
+        elapsed, steps, energy_loaded = load_checkpoint(ckpt, tally, fingerprint, seed)
+        energy.update(energy_loaded)
+        start = tally.n_batches
+        log.info("resuming from %s: %d batches, %d histories", ckpt, start, tally.n_histories)
+    rho = transport.world.score_density
+    per = int(rule.batch_histories)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=rule.max_batches * per, initial=start * per, unit="hist", unit_scale=True,
+                   desc="transport", dynamic_ncols=True)
+    result = BatchRunResult(tally, start, tally.n_histories, elapsed, steps, "histories", None, energy, start)
+    last_ckpt = time.perf_counter()
+    b = start
+    requested: list[int] = []
+    updating = [False]
+
+    def _on_sigint(signum, frame):
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+        log.warning("Ctrl-C: finishing the batch in flight, then writing a checkpoint (Ctrl-C again to abort)")
+
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        old_handler = signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        while b < rule.max_batches:
+            t0 = time.perf_counter()
+            rng = be.rng(batch_seed_sequence(seed, b))
+            sc = transport.run_batch(source, per, rng, on_progress=bar.update if bar is not None else None)
+            updating[0] = True
+            tally.add_batch({q: getattr(sc, raw_quantities[q]) for q in tally.quantities}, per)
+            updating[0] = False
+            energy["emitted"].append(float(sc.emitted_energy) / per)
+            energy["escaped"].append(float(sc.escaped_energy) / per)
+            energy["deposited"].append(float(xp.dot(sc.kerma, rho)) / per)
+            be.synchronize()
+            elapsed += time.perf_counter() - t0
+            steps += int(sc.steps)
+            b += 1
+            result.batches, result.histories = b, tally.n_histories
+            result.wall_time_s, result.voxel_steps = elapsed, steps
+            stop = None
+            if b >= rule.min_batches:
+                if region is not None:
+                    u = mean_rel_uncertainty(tally, region)
+                    result.target_rel_unc_reached = u
+                    if bar is not None:
+                        bar.set_postfix_str(f"target unc {100 * u:.2f}%")
+                    if u <= float(rule.target_rel_unc):
+                        stop = "target"
+                if stop is None and rule.time_budget_s is not None and elapsed >= float(rule.time_budget_s):
+                    stop = "time"
+            if ckpt is not None and (stop is not None or b == rule.max_batches
+                                     or time.perf_counter() - last_ckpt >= float(rule.checkpoint_every_s)):
+                save_checkpoint(ckpt, tally, fingerprint, seed, elapsed, steps, energy)
+                last_ckpt = time.perf_counter()
+            if on_batch is not None:
+                on_batch(b - 1, result)
+            if requested:
+                raise KeyboardInterrupt
+            if stop is not None:
+                result.stopped_by = stop
+                break
+    except KeyboardInterrupt:
+        # the batch in flight is discarded: the tally holds only whole batches
+        if ckpt is not None and tally.n_batches > 0 and not updating[0]:
+            save_checkpoint(ckpt, tally, fingerprint, seed, elapsed, steps, energy)
+            log.warning("interrupted: checkpoint of %d batches written to %s", tally.n_batches, ckpt)
+        raise RunInterrupted(ckpt, tally.n_batches) from None
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+        if bar is not None:
+            bar.close()
+    if region is not None and result.target_rel_unc_reached is None:
+        result.target_rel_unc_reached = mean_rel_uncertainty(tally, region)
+    return result

@@ -1,4 +1,4 @@
-"""Command-line interface: ``brachymc simulate | demo | physics | materials``."""
+"""Command-line interface: ``brachymc run | demo | simulate | validate | physics | materials``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,31 @@ def _add_run_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("numpy", "cupy", "auto"), help="override [run] backend")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-cache", action="store_true", help="rebuild physics tables instead of using the cache")
+
+
+def _add_patient_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--histories", type=int, help="override [simulation] histories (upper bound)")
+    p.add_argument("--target-uncertainty", type=float, help="override [simulation] target_uncertainty (e.g. 0.02)")
+    p.add_argument("--time-budget", type=float, help="override [simulation] time_budget_s (s of transport)")
+    p.add_argument("--seed", type=int, help="override [simulation] seed")
+    p.add_argument("--backend", choices=("numpy", "cupy", "auto"), help="override [simulation] backend")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/checkpoint.h5")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, help="run batches on a local Dask cluster of N worker processes "
+                                                "(one per GPU with dask-cuda and the cupy backend)")
+    p.add_argument("--scheduler", help="run batches on an existing Dask cluster (e.g. tls://host:8786)")
+    p.add_argument("--tls-ca-file", help="CA file for a TLS scheduler")
+    p.add_argument("--tls-cert", help="client certificate for a TLS scheduler")
+    p.add_argument("--tls-key", help="client key for a TLS scheduler")
+
+
+def _dask_client(args):
+    if not args.workers and not args.scheduler:
+        return None
+    from brachymc.pipeline.distributed import make_client
+
+    return make_client(workers=args.workers, scheduler=args.scheduler, backend=args.backend or "numpy",
+                       tls_ca_file=args.tls_ca_file, tls_cert=args.tls_cert, tls_key=args.tls_key)
 
 
 def _run_config(path: Path, out: Path, args, on_batch=None, prepare=None) -> tuple:
@@ -55,52 +80,85 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-DEMO_DEPTHS_CM = (0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.4, 3.0)
+def _print_patient_result(res) -> None:
+    s = res.summary
+    unc = s.get("target_mean_rel_uncertainty")
+    print(f"\n{s['n_seeds']} seeds ({s['seed_model']}), {s['histories']:,} histories in {s['batches']} batches, "
+          f"{s['transport_time_s']:.1f} s transport on {s['backend']} ({s['histories_per_second']:,.0f} histories/s); "
+          f"stopped by {s['stopped_by']}" + (f"; mean uncertainty in the target {100 * unc:.2f} %" if unc else ""))
+    print(f"dose: {s['dose_unit']}; prescription {s['prescription_gy']} Gy")
+    if res.metrics:
+        print(f"\n{'ROI':<14} {'calc':>5} {'vol cc':>7} {'D90':>8} {'D100':>8} {'Dmean':>8} {'Dmax':>8} {'D0.1cc':>8} "
+              f"{'D2cc':>8} {'V100 %':>7} {'V150 %':>7} {'V200 %':>7}")
+        fmt = lambda v, w=8, p=1: f"{v:{w}.{p}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"  # noqa: E731
+        for name, m in res.metrics.items():
+            for k in ("mc", "tg43"):
+                x = m[k]
+                print(f"{name:<14} {k:>5} {fmt(x['volume_cc'], 7, 2)} {fmt(x['D90_Gy'])} {fmt(x['D100_Gy'])} "
+                      f"{fmt(x['Dmean_Gy'])} {fmt(x['Dmax_Gy'])} {fmt(x.get('D0.1cc_Gy'))} {fmt(x.get('D2cc_Gy'))} "
+                      f"{fmt(x.get('V100_percent'), 7)} {fmt(x.get('V150_percent'), 7)} {fmt(x.get('V200_percent'), 7)}")
+    if res.tissue_ratios:
+        print("\nMC / TG-43 (dose-weighted) by tissue: " + ", ".join(
+            f"{k} {v['mean_ratio']:.3f}" for k, v in res.tissue_ratios.items()))
+    if res.gamma:
+        print("gamma pass rates (MC reference): " + ", ".join(
+            f"{g['criterion']} {g['mode']} {g['pass_rate_percent']:.1f} %" for g in res.gamma))
+    print("\nwrote: " + ", ".join(sorted(Path(p).name for p in res.outputs.values())))
+
+
+def _run_overrides(cfg, args):
+    ch = {}
+    for k, a in (("histories", "histories"), ("seed", "seed"), ("backend", "backend"),
+                 ("time_budget_s", "time_budget"), ("target_uncertainty", "target_uncertainty")):
+        v = getattr(args, a, None)
+        if v is not None:
+            ch[k] = v
+    return cfg.with_simulation(**ch) if ch else cfg
+
+
+def cmd_run(args) -> int:
+    from brachymc.pipeline.config import load_run_config
+    from brachymc.pipeline.patient import run_patient
+
+    cfg = _run_overrides(load_run_config(args.config), args)
+    client = _dask_client(args)
+    try:
+        res = run_patient(cfg, Path(args.out), resume=args.resume, progress=not args.no_progress,
+                          echo=lambda m: print(m, file=sys.stderr), client=client)
+    finally:
+        if client is not None:
+            from brachymc.pipeline.distributed import close_client
+
+            close_client(client)
+    _print_patient_result(res)
+    return 0
 
 
 def cmd_demo(args) -> int:
-    """Run the built-in example and print the dose along +z, averaged over the 3 x 3 voxels
-    around the axis, with the standard error of that average over batches."""
-    rows: dict[int, list[tuple[float, float]]] = {}
-    sel = {}
+    """Generate the built-in spine case, run the whole pipeline on it and print the DVH table."""
+    from brachymc.examples.demo import demo_config, write_demo_case
+    from brachymc.pipeline.patient import run_patient
 
-    def prepare(cfg):
-        g = cfg.phantom.geometry
-        ix = int(np.argmin(np.abs(g.centers(0))))
-        iy = int(np.argmin(np.abs(g.centers(1))))
-        for z in DEMO_DEPTHS_CM:
-            iz = int(np.argmin(np.abs(g.centers(2) - z)))
-            sel[iz] = (slice(iz, iz + 1), slice(iy - 1, iy + 2), slice(ix - 1, ix + 2))
+    out = Path(args.out)
+    mode = args.mode
+    if mode == "auto":
+        from brachymc.backend import cupy_available
 
-        def on_batch(b, values):
-            for iz, s in sel.items():
-                prim = values["primary"][s].mean() if "primary" in values else np.nan
-                rows.setdefault(iz, []).append((values["dose"][s].mean(), prim))
-        return on_batch
+        mode = "full" if (args.backend in (None, "auto", "cupy") and cupy_available()) else "cpu"
+    print(f"brachymc {__version__} demo ({mode} mode): writing the synthetic spine case to {out / 'case'}",
+          file=sys.stderr)
+    run_file = write_demo_case(out / "case", mode=mode)
+    cfg = _run_overrides(demo_config(run_file), args)
+    client = _dask_client(args)
+    try:
+        res = run_patient(cfg, out, resume=args.resume, progress=not args.no_progress,
+                          echo=lambda m: print(m, file=sys.stderr), client=client)
+    finally:
+        if client is not None:
+            from brachymc.pipeline.distributed import close_client
 
-    cfg, result = _run_config(config_dir() / "examples" / "demo_slab.toml", Path(args.out), args, prepare=prepare)
-    g = result.geometry
-    zc = g.centers(2)
-    names = cfg.phantom.material_names()
-    src = np.asarray(cfg.source.bounding_points()[0])
-    ix = int(np.argmin(np.abs(result.geometry.centers(0))))
-    print(f"\n{cfg.title}: dose per history along +z from the source")
-    print("(mean over the 3 x 3 voxels around the axis; uncertainty = standard error over batches)")
-    print(f"{'z (cm)':>7} {'medium':>14} {'D (Gy/hist)':>12} {'unc %':>6} {'D r^2 rel.':>10} {'primary %':>9}")
-    ref = None
-    for iz, vals in rows.items():
-        v = np.array(vals)
-        d = v[:, 0].mean()
-        u = v[:, 0].std(ddof=1) / np.sqrt(len(v)) / d * 100 if d > 0 else float("nan")
-        s = sel[iz]
-        zz, yy, xx = np.meshgrid(zc[s[0]], g.centers(1)[s[1]], g.centers(0)[s[2]], indexing="ij")
-        inv_r2 = np.mean(1.0 / ((xx - src[0]) ** 2 + (yy - src[1]) ** 2 + (zz - src[2]) ** 2))
-        dz2 = d / inv_r2
-        ref = dz2 if ref is None else ref
-        prim = v[:, 1].mean() / d * 100 if d > 0 else float("nan")
-        med = names[cfg.phantom.material_index[iz, ix, ix]]
-        print(f"{zc[iz]:7.2f} {med:>14} {d:12.4e} {u:6.2f} {dz2 / ref:10.3f} {prim:9.1f}")
-    print("D r^2 rel.: dose / <1/r^2> relative to the first row (1 without attenuation, scatter or bone).")
+            close_client(client)
+    _print_patient_result(res)
     return 0
 
 
@@ -188,9 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_overrides(s)
     s.set_defaults(func=cmd_simulate)
 
-    d = sub.add_parser("demo", help="run the built-in example and print a depth-dose table")
+    r = sub.add_parser("run", help="patient dose: CT + seed plan + structures described in a TOML run file")
+    r.add_argument("config", help="run file (TOML; see README 'Patient runs')")
+    r.add_argument("--out", required=True, help="output folder")
+    _add_patient_overrides(r)
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="generate the built-in spine case, run it and print the DVH table")
     d.add_argument("--out", required=True, help="output folder")
-    _add_run_overrides(d)
+    d.add_argument("--mode", choices=("auto", "full", "cpu", "ci"), default="auto",
+                   help="full: 1 mm grid to 2 %% in the GTV (GPU); cpu: coarser grid, under 5 min on 2 cores; "
+                        "ci: tiny test run; auto: full with a GPU, else cpu")
+    _add_patient_overrides(d)
     d.set_defaults(func=cmd_demo)
 
     ph = sub.add_parser("physics", help="print interaction coefficients of a material")
@@ -231,8 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrachyMCError as exc:
         print(f"brachymc: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("brachymc: interrupted; no output was written for the unfinished run", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        ck = getattr(exc, "checkpoint", None)
+        if ck is not None:
+            print(f"brachymc: interrupted; {exc.batches} batches checkpointed in {ck}: rerun the same command "
+                  "with --resume to continue", file=sys.stderr)
+        else:
+            print("brachymc: interrupted; no output was written for the unfinished run", file=sys.stderr)
         return 130
 
 

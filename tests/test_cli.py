@@ -1,8 +1,6 @@
-"""The command line: simulate -> dose.h5, physics --json, demo, and clear errors on bad input."""
+"""The command line: simulate -> dose.h5, physics --json, and clear errors on bad input (demo: test_demo.py)."""
 
 import json
-import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -97,18 +95,6 @@ def test_missing_file_and_bad_energies(tmp_path, capsys):
     assert "energies must lie in" in capsys.readouterr().err
     assert main(["physics", "--material", "unobtainium", "--energies-kev", "30"]) == 2
     assert "unknown material 'unobtainium'" in capsys.readouterr().err
-
-
-def test_demo_runs_end_to_end(tmp_path):
-    """The README's main command (small run): prints the depth-dose table and writes dose.h5."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "brachymc", "demo", "--out", str(tmp_path), "--histories", "20000",
-         "--backend", "numpy", "--no-progress"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "cortical_bone" in proc.stdout and "D (Gy/hist)" in proc.stdout
-    with h5py.File(tmp_path / "dose.h5") as f:
-        assert f.attrs["histories"] == 20000
-        assert f["dose"].shape == (51, 51, 51)
 
 
 def test_materials_listing(capsys):

@@ -185,15 +185,59 @@ def load_checkpoint(path: Path, tally: DoseTally, fingerprint: str, seed: int) -
         return float(f.attrs["elapsed_s"]), int(f.attrs["voxel_steps"]), energy
 
 
+def compute_batch(transport, source, quantities: dict[str, str], histories: int, seed: int, batch: int,
+                  on_progress=None, to_host: bool = False) -> dict:
+    """Transport batch ``batch`` of a run and return its raw tallies and energy bookkeeping.
+
+    ``quantities`` maps tally names to :class:`~brachymc.mc.transport.BatchScores` fields. The
+    result depends only on (problem, seed, batch, histories): the unit of work of both the
+    in-process loop and the Dask workers. ``to_host`` copies the tallies to NumPy arrays.
+    """
+    be = transport.backend
+    rng = be.rng(batch_seed_sequence(seed, batch))
+    sc = transport.run_batch(source, histories, rng, on_progress=on_progress)
+    out = {"tallies": {q: getattr(sc, f) for q, f in quantities.items()}}
+    if to_host:
+        out["tallies"] = {q: be.asnumpy(v) for q, v in out["tallies"].items()}
+    out["emitted"] = float(sc.emitted_energy) / histories
+    out["escaped"] = float(sc.escaped_energy) / histories
+    out["deposited"] = float(be.xp.dot(sc.kerma, transport.world.score_density)) / histories
+    out["steps"] = int(sc.steps)
+    be.synchronize()
+    return out
+
+
+class InlineExecutor:
+    """Runs batches one after the other in this process."""
+
+    def __init__(self, transport, source, quantities: dict[str, str], histories: int, seed: int):
+        self.transport, self.source, self.quantities = transport, source, quantities
+        self.histories, self.seed = int(histories), int(seed)
+        self.on_progress = None
+
+    def batches(self, start: int, stop: int):
+        for b in range(start, stop):
+            yield b, compute_batch(self.transport, self.source, self.quantities, self.histories, self.seed, b,
+                                   self.on_progress)
+
+    def close(self) -> None:
+        pass
+
+
+def default_quantities(tally: DoseTally) -> dict[str, str]:
+    return {q: {"dose": "kerma", "dose_water": "water", "primary": "primary", "collision": "collision"}[q]
+            for q in tally.quantities}
+
+
 def run_batches(transport, source, tally: DoseTally, rule: StopRule, seed: int, *,
                 raw_quantities: dict[str, str] | None = None, target_region: np.ndarray | None = None,
                 checkpoint: str | Path | None = None, resume: bool = False, fingerprint: str = "",
                 progress: bool = False, on_batch: Callable[[int, BatchRunResult], None] | None = None,
-                ) -> BatchRunResult:
+                executor=None) -> BatchRunResult:
     """Run batches of ``rule.batch_histories`` photons from ``source`` until ``rule`` says stop.
 
     Args:
-        transport: a :class:`~brachymc.mc.transport.Transport`.
+        transport: a :class:`~brachymc.mc.transport.Transport` (unused when ``executor`` is given).
         tally: an empty :class:`DoseTally` whose quantities name the fields of
             :class:`~brachymc.mc.transport.BatchScores` through ``raw_quantities``
             (default ``{"dose": "kerma"}``, plus ``"dose_water": "water"`` when present).
@@ -203,11 +247,12 @@ def run_batches(transport, source, tally: DoseTally, rule: StopRule, seed: int, 
         fingerprint: identifies the problem; a checkpoint with another one is refused.
         on_batch: called after every batch with the batch index and the running result (tests use
             it to simulate an interruption).
+        executor: where batches run (default: :class:`InlineExecutor`, this process); e.g.
+            :class:`brachymc.pipeline.distributed.DaskExecutor`. Batches are added to the tally in
+            batch order whatever order they finish in, so the result does not depend on it.
     """
-    raw_quantities = raw_quantities or {q: {"dose": "kerma", "dose_water": "water", "primary": "primary"}[q]
-                                        for q in tally.quantities}
-    xp = transport.backend.xp
-    be = transport.backend
+    raw_quantities = raw_quantities or default_quantities(tally)
+    xp = tally.backend.xp
     ckpt = Path(checkpoint) if checkpoint is not None else None
     region = None
     if rule.target_rel_unc is not None:
@@ -221,14 +266,17 @@ def run_batches(transport, source, tally: DoseTally, rule: StopRule, seed: int, 
         energy.update(energy_loaded)
         start = tally.n_batches
         log.info("resuming from %s: %d batches, %d histories", ckpt, start, tally.n_histories)
-    rho = transport.world.score_density
     per = int(rule.batch_histories)
+    if executor is None:
+        executor = InlineExecutor(transport, source, raw_quantities, per, seed)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=rule.max_batches * per, initial=start * per, unit="hist", unit_scale=True,
                    desc="transport", dynamic_ncols=True)
+        if isinstance(executor, InlineExecutor):
+            executor.on_progress = bar.update
     result = BatchRunResult(tally, start, tally.n_histories, elapsed, steps, "histories", None, energy, start)
     last_ckpt = time.perf_counter()
     b = start
@@ -244,21 +292,23 @@ def run_batches(transport, source, tally: DoseTally, rule: StopRule, seed: int, 
     old_handler = None
     if threading.current_thread() is threading.main_thread():
         old_handler = signal.signal(signal.SIGINT, _on_sigint)
+    t0 = time.perf_counter()
     try:
-        while b < rule.max_batches:
-            t0 = time.perf_counter()
-            rng = be.rng(batch_seed_sequence(seed, b))
-            sc = transport.run_batch(source, per, rng, on_progress=bar.update if bar is not None else None)
+        for bi, raw in executor.batches(start, rule.max_batches):
+            if bi != b:
+                raise RuntimeError(f"executor returned batch {bi}, expected {b}")
             updating[0] = True
-            tally.add_batch({q: getattr(sc, raw_quantities[q]) for q in tally.quantities}, per)
+            tally.add_batch(raw["tallies"], per)
             updating[0] = False
-            energy["emitted"].append(float(sc.emitted_energy) / per)
-            energy["escaped"].append(float(sc.escaped_energy) / per)
-            energy["deposited"].append(float(xp.dot(sc.kerma, rho)) / per)
-            be.synchronize()
-            elapsed += time.perf_counter() - t0
-            steps += int(sc.steps)
+            for k in ("emitted", "escaped", "deposited"):
+                energy[k].append(raw[k])
+            t1 = time.perf_counter()
+            elapsed += t1 - t0
+            t0 = t1
+            steps += raw["steps"]
             b += 1
+            if bar is not None and not isinstance(executor, InlineExecutor):
+                bar.update(per)
             result.batches, result.histories = b, tally.n_histories
             result.wall_time_s, result.voxel_steps = elapsed, steps
             stop = None
@@ -290,6 +340,7 @@ def run_batches(transport, source, tally: DoseTally, rule: StopRule, seed: int, 
             log.warning("interrupted: checkpoint of %d batches written to %s", tally.n_batches, ckpt)
         raise RunInterrupted(ckpt, tally.n_batches) from None
     finally:
+        executor.close()
         if old_handler is not None:
             signal.signal(signal.SIGINT, old_handler)
         if bar is not None:

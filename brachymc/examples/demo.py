@@ -10,7 +10,7 @@
 Modes size the run file for the hardware:
 
 * ``full``: the CT's own 1 mm in-plane grid, stop at 2 % mean uncertainty in the GTV (GPU);
-* ``cpu``: 2 mm calculation voxels cropped around the implant, stop at 3 % in the GTV or after
+* ``cpu``: 2 mm calculation voxels cropped around the implant, stop at 2 % in the GTV or after
   150 s of transport (a 2-core CPU finishes in a few minutes, uncertainty reported);
 * ``ci``: 4 mm voxels and a few hundred thousand histories (tests).
 """
@@ -31,7 +31,7 @@ _RUN = {
     "full": dict(ct_voxel_mm=(1.0, 1.0, 2.0), calc="", crop=40, histories=500_000_000, batch=2_000_000,
                  target=0.02, budget=None, gamma=50_000),
     "cpu": dict(ct_voxel_mm=(1.0, 1.0, 2.0), calc="calculation_voxel_mm = [2.0, 2.0, 2.0]", crop=25,
-                histories=30_000_000, batch=250_000, target=0.03, budget=150, gamma=20_000),
+                histories=30_000_000, batch=250_000, target=0.02, budget=150, gamma=20_000),
     "ci": dict(ct_voxel_mm=(2.0, 2.0, 2.5), calc="calculation_voxel_mm = [4.0, 4.0, 5.0]", crop=15,
                histories=200_000, batch=20_000, target=None, budget=None, gamma=3_000),
 }

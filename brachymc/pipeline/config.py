@@ -152,6 +152,7 @@ class SimulationInput:
 class TG43Input:
     dataset: str = "tg43u1"
     formalism: str = "2D"
+    subsamples: int = 2
     gamma: bool = True
     gamma_max_points: int = 20_000
 
@@ -278,6 +279,8 @@ def parse_run_config(data: dict, base: Path, source: str) -> PatientRunConfig:
     if not (isinstance(sim.min_batches, int) and sim.min_batches >= 2):
         raise ConfigError(f"{source}: [simulation].min_batches must be an integer >= 2, got {sim.min_batches!r}")
     tg = _build(TG43Input, data.get("tg43"), f"{source}: [tg43]")
+    if not (isinstance(tg.subsamples, int) and 1 <= tg.subsamples <= 8):
+        raise ConfigError(f"{source}: [tg43].subsamples must be an integer 1..8, got {tg.subsamples!r}")
     if tg.formalism not in ("2D", "1D"):
         raise ConfigError(f"{source}: [tg43].formalism must be '2D' or '1D', got {tg.formalism!r}")
     out = _build(OutputInput, data.get("output"), f"{source}: [output]")

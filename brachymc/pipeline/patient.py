@@ -345,6 +345,34 @@ def _tissue_classes(phantom: VoxelPhantom, scored: np.ndarray, inputs: PatientIn
     return out
 
 
+def tg43_voxel_mean(dataset, positions_cm, directions, sk_U, geometry: GridGeometry, formalism: str = "2D",
+                    subsamples: int = 2) -> np.ndarray:
+    """TG-43 dose rate (cGy/h) averaged over each voxel on ``subsamples``^3 regular points.
+
+    Points within the TG-43 engine's minimum distance of a seed are left out of their voxel's
+    mean; a voxel with none left is NaN. ``subsamples = 1`` gives the point dose at voxel centres.
+    Averaging matters near seeds: over a voxel of side h at distance r, 1/r^2 varies by ~h^2/(4 r^2).
+    """
+    from brachymc.tg43.dose import dose_rate_on_grid
+
+    s = int(subsamples)
+    sp = np.asarray(geometry.spacing)
+    acc = np.zeros(geometry.shape)
+    cnt = np.zeros(geometry.shape)
+    offs = ((np.arange(s) + 0.5) / s - 0.5)
+    for ox in offs:
+        for oy in offs:
+            for oz in offs:
+                origin = np.asarray(geometry.origin) + sp * np.array([ox, oy, oz])
+                r = dose_rate_on_grid(dataset, positions_cm, directions, sk_U, tuple(origin), geometry.spacing,
+                                      geometry.shape, formalism)
+                ok = np.isfinite(r)
+                acc += np.where(ok, r, 0.0)
+                cnt += ok
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt > 0, acc / np.maximum(cnt, 1), np.nan)
+
+
 def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, progress: bool = True,
                 library: MaterialLibrary | None = None, on_batch=None, echo=print, client=None) -> PatientResult:
     """Run the whole pipeline (see the module docstring) and write the outputs to ``out``.
@@ -357,7 +385,7 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
     out = Path(out)
     inputs = load_inputs(cfg, library)
     phantom, conv = build_phantom(cfg, inputs, library)
-    if cfg.dose.dose_to_water and "water" not in phantom.material_names:
+    if cfg.dose.dose_to_water and "water" not in phantom.material_names():
         phantom = VoxelPhantom(phantom.geometry, phantom.materials + (library["water"],), phantom.material_index,
                                phantom.density)
     s = cfg.simulation
@@ -412,15 +440,13 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
     dose_w = None
     if cfg.dose.dose_to_water:
         dose_w = np.where(scored, tally.estimate("dose_water").mean * factor, 0.0)
-    # ---- TG-43 on the same grid (point dose at voxel centres; NaN -> 0 inside seeds)
-    from brachymc.tg43.dose import dose_rate_on_grid
-
+    # ---- TG-43 on the same grid: voxel means of s^3 points (NaN where no point is outside the seeds)
     ds = load_tg43_dataset(inputs.model.key, cfg.tg43.dataset)
     g = phantom.geometry
-    rate_cgy_h = dose_rate_on_grid(ds, inputs.plan.positions_cm, inputs.plan.directions, sk_now, g.origin,
-                                   g.spacing, g.shape, cfg.tg43.formalism)
+    rate_cgy_h = tg43_voxel_mean(ds, inputs.plan.positions_cm, inputs.plan.directions, sk_now, g,
+                                 cfg.tg43.formalism, cfg.tg43.subsamples)
     tg_factor, _ = _dose_factor(cfg, 1.0, GY_CM2_PER_H_PER_U)       # Gy per (Gy/h initial rate)
-    tg43 = np.where(scored & np.isfinite(rate_cgy_h), np.nan_to_num(rate_cgy_h) * 0.01 * tg_factor, 0.0)
+    tg43 = np.where(scored, rate_cgy_h * 0.01 * tg_factor, np.nan)
 
     # ---- comparison
     from brachymc.pipeline.compare import dvh_comparison, gamma_pass_rates, ratio_by_tissue
@@ -545,11 +571,12 @@ def write_patient_h5(path: Path, cfg: PatientRunConfig, inputs: PatientInputs, p
 def write_outputs(cfg: PatientRunConfig, out: Path, inputs: PatientInputs, phantom: VoxelPhantom, dose, unc, dose_w,
                   tg43, mask, est: Estimate, factor: float, summary: dict) -> dict:
     g = phantom.geometry
+    tg43_finite = np.nan_to_num(tg43, nan=0.0)
     paths = {"dose_h5": write_patient_h5(out / "dose.h5", cfg, inputs, phantom, dose, unc, dose_w, tg43, mask, est,
                                          factor, summary)}
     weights = {n: (m * ~mask).astype(np.float32) for n, m in inputs.structures.items()}
     if weights:
-        paths["dvh_csv"], paths["dvh_json"] = write_dvh_files(out, dose, tg43, weights, g.voxel_volume,
+        paths["dvh_csv"], paths["dvh_json"] = write_dvh_files(out, dose, tg43_finite, weights, g.voxel_volume,
                                                                summary["metrics"])
     if cfg.output.rtdose and cfg.dose.kind != "rate":
         from brachymc.io.dicom_rtdose import DicomReference, write_rtdose
@@ -562,14 +589,15 @@ def write_outputs(cfg: PatientRunConfig, out: Path, inputs: PatientInputs, phant
         if dose_w is not None:
             paths["rtdose_water"] = write_rtdose(out / "rtdose_water.dcm", dose_w, g, ref,
                                                  comment="brachymc Monte Carlo dose to water in medium (Dw,m)")
-        paths["rtdose_tg43"] = write_rtdose(out / "rtdose_tg43.dcm", tg43, g, ref, comment="brachymc TG-43 dose")
+        paths["rtdose_tg43"] = write_rtdose(out / "rtdose_tg43.dcm", np.nan_to_num(tg43, nan=0.0), g, ref,
+                                            comment="brachymc TG-43 dose (0 inside seeds)")
     if cfg.output.threeddose:
         from brachymc.io.egsnrc import write_3ddose
 
         rel = np.where(dose > 0, unc / np.where(dose > 0, dose, 1.0), 0.0)
         paths["3ddose"] = write_3ddose(out / "dose.3ddose", dose, rel, g)
     if cfg.output.figures or cfg.output.report:
-        paths.update(_figures_and_report(cfg, out, inputs, dose, tg43, weights, summary))
+        paths.update(_figures_and_report(cfg, out, inputs, dose, tg43_finite, weights, summary))
     return {k: str(v) for k, v in paths.items()}
 
 

@@ -234,3 +234,63 @@ def test_impossible_settings(tmp_path, capsys):
     run = _write_case(tmp_path / "c", np.zeros(g.shape), g, [[0, 0, 0]], [[0, 0, 1]],
                       sim="target_uncertainty = 2.5")
     _expect_error(capsys, run, tmp_path / "out", "run.toml", "target_uncertainty")
+
+
+@pytest.fixture(scope="module")
+def demo_case(tmp_path_factory):
+    from brachymc.examples.demo import write_demo_case
+
+    return write_demo_case(tmp_path_factory.mktemp("spine") / "case", mode="ci").parent
+
+
+def _copy_case(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst / "run.toml"
+
+
+def test_corrupt_dicom_slice(demo_case, tmp_path, capsys):
+    run = _copy_case(demo_case, tmp_path / "case")
+    victim = sorted((tmp_path / "case" / "ct").glob("CT_*.dcm"))[5]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 3])              # truncated in the pixel data
+    _expect_error(capsys, run, tmp_path / "out", victim.name)
+
+
+def test_missing_ct_slice(demo_case, tmp_path, capsys):
+    run = _copy_case(demo_case, tmp_path / "case")
+    sorted((tmp_path / "case" / "ct").glob("CT_*.dcm"))[7].unlink()
+    _expect_error(capsys, run, tmp_path / "out", "ct", "spacing")
+
+
+def test_rtstruct_of_another_frame_of_reference(demo_case, tmp_path, capsys):
+    import pydicom
+
+    run = _copy_case(demo_case, tmp_path / "case")
+    p = tmp_path / "case" / "rtstruct.dcm"
+    ds = pydicom.dcmread(p)
+    other = "1.2.826.0.1.3680043.8.498.999"
+    ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID = other
+    for roi in ds.StructureSetROISequence:
+        roi.ReferencedFrameOfReferenceUID = other
+    ds.save_as(p)
+    _expect_error(capsys, run, tmp_path / "out", "rtstruct.dcm", other)
+
+
+def test_egsphant_input(tmp_path, library):
+    """An EGSnrc phantom runs without HU conversion and gives the same dose as the equivalent CT."""
+    from brachymc.geometry.phantom import VoxelPhantom
+    from brachymc.io.egsnrc import write_egsphant
+
+    g = GridGeometry.centered((4, 4, 4), (0.4, 0.4, 0.4))
+    run = _write_case(tmp_path / "c", np.zeros(g.shape), g, [[0, 0, 0]], [[0, 0, 1]],
+                      calibration=WATER_CALIBRATION, sim="histories = 20_000\nbatch_histories = 10_000\nmin_batches = 2")
+    a = run_patient(load_run_config(run), tmp_path / "oa", progress=False, echo=lambda m: None)
+    write_egsphant(tmp_path / "c" / "water.egsphant", VoxelPhantom.homogeneous(g, library["water"], 1.0))
+    text = (tmp_path / "c" / "run.toml").read_text().replace('volume = "ct.npz"', 'egsphant = "water.egsphant"')
+    (tmp_path / "c" / "run2.toml").write_text(text)
+    b = run_patient(load_run_config(tmp_path / "c" / "run2.toml"), tmp_path / "ob", progress=False,
+                    echo=lambda m: None)
+    assert b.summary["calibration"] == "egsphant media"
+    assert np.array_equal(a.dose_gy, b.dose_gy)

@@ -163,7 +163,15 @@ def make_client(workers: int | None = None, scheduler: str | None = None, backen
             return Client(LocalCUDACluster(n_workers=workers, threads_per_worker=1, dashboard_address=None))
         except ImportError:
             pass
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc map and unmap every
+    # photon-bank array on every step: the NumPy transport ran 2.2x slower per worker (measured,
+    # docs/benchmarks.md). Start local workers without it.
+    import dask
+
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     return Client(cluster)
 
 

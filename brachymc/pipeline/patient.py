@@ -482,6 +482,16 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
         "grid_shape_zyx": list(g.shape), "voxel_mm": [10 * v for v in g.spacing], "tg43_dataset": ds.source,
         "calibration": cfg.calibration.name if conv is not None else "egsphant media",
         "conversion": conv.summary() if conv is not None else "", "notes": inputs.notes,
+        "ct_corrections_table": ({**{o.label: {"material": o.material, "voxels": o.voxels, "changed": o.changed}
+                                     for o in conv.overrides},
+                                  "seed voxels": {"material": "surrounding tissue", "voxels": conv.seed_voxels},
+                                  "streak voxels": {"material": "surrounding tissue", "voxels": conv.artefact_voxels}}
+                                 if conv is not None else {}),
+        "ct_corrections": ("; ".join(
+            [f"{o.label} -> {o.material}: {o.voxels} voxels ({o.changed} changed)" for o in conv.overrides]
+            + [f"seed voxels reassigned: {conv.seed_voxels}",
+               f"streak voxels reassigned: {conv.artefact_voxels} (bright {conv.artefact_bright}, "
+               f"dark {conv.artefact_dark})"]) if conv is not None else "egsphant input: none"),
         "plan_notes": {k: str(v) for k, v in inputs.plan.notes.items()},
         "metrics": metrics, "gamma": gam, "tissue_ratios": ratios, "resumed_from_batches": run.resumed_from,
     }
@@ -629,7 +639,8 @@ def _figures_and_report(cfg, out: Path, inputs: PatientInputs, dose, tg43, weigh
                                             "n_seeds", "sk_total_U_at_implant", "stopped_by", "mode")}
         paths["report"] = rp.write_summary_pdf(
             out / "report.pdf", title=f"brachymc patient dose — {inputs.patient_id or 'patient'}",
-            metrics_table={n: v["mc"] for n, v in summary["metrics"].items()}, comparison=summary["metrics"],
+            metrics_table=summary.get("ct_corrections_table") or None, metrics_heading="CT corrections (HU -> media)",
+            comparison=summary["metrics"],
             gamma=summary["gamma"], tissue_ratios=summary["tissue_ratios"], settings=settings,
             figures=[p for k, p in paths.items() if k.startswith("fig_")])
     return paths

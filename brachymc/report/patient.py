@@ -474,6 +474,7 @@ def write_summary_pdf(
     gamma: Sequence[Mapping] | None = None,
     tissue_ratios: Mapping[str, Mapping] | None = None,
     settings: Mapping | None = None,
+    metrics_heading: str = "Structure metrics",
     figures: Sequence = (),
 ) -> Path:
     """Summary report: the first page(s) list run settings, the DVH metrics MC vs TG-43 with
@@ -498,7 +499,7 @@ def write_summary_pdf(
     if comparison:
         blocks.append(_comparison_block(comparison))
     if metrics_table:
-        blocks.append(_generic_block("Structure metrics", metrics_table))
+        blocks.append(_generic_block(metrics_heading, metrics_table))
     if gamma:
         blocks.append(_gamma_block(gamma))
     if tissue_ratios:

@@ -46,6 +46,8 @@ class TransportSettings:
             (mu_en/rho) of water instead of the voxel's medium (large-cavity conversion, photon
             fluence of the medium; Carlsson Tedgren & Ahnesjo, Med Phys 35 (2008) 1487; TG-186).
             The world's materials must include ``water``.
+        fused: use the fused CUDA kernel for the voxel step (CuPy, plain voxel worlds;
+            ``mc/fused.py``). Off by default until measured on a GPU.
     """
 
     cutoff_kev: float = 1.0
@@ -53,6 +55,7 @@ class TransportSettings:
     score_primary: bool = False
     score_collision: bool = False
     score_water: bool = False
+    fused: bool = False
 
     def __post_init__(self) -> None:
         if not (1.0 <= self.cutoff_kev < 50.0):
@@ -105,6 +108,21 @@ class Transport:
         self.xp = backend.xp
         self.settings = settings
         self.tables = tables.to_backend(backend)
+        self._fused = None
+        if settings.fused:
+            from brachymc.geometry.world import VoxelWorld as _VW
+
+            if backend.name != "cupy":
+                raise ConfigError("fused GPU kernels need the cupy backend")
+            if type(world) is _VW and not settings.score_water and not hasattr(world, "score_escape"):
+                from brachymc.mc.fused import FusedVoxelStep
+
+                self._fused = FusedVoxelStep(world, self.tables, backend)
+            else:
+                import logging
+
+                logging.getLogger(__name__).warning(
+                    "fused kernel available for plain voxel worlds only; using the array transport")
         self._water = None
         if settings.score_water:
             if "water" not in names:
@@ -164,6 +182,9 @@ class Transport:
         xp, T, bk, world = self.xp, self.tables, self.backend, self.world
         n = b["e"].shape[0]
         sc.steps += n
+        if self._fused is not None:           # one CUDA kernel for the block below (mc/fused.py)
+            hit, m, rho, sidx, inside = self._fused(b, sc)
+            return self._finish_step(b, rng, sc, hit, m, rho, sidx, inside)
         t_face, m, rho, sidx, ctx = world.geometry_step(xp, b)
         mu = rho * ia.interp_log(T.ln_mu, m, b["ie"], b["fe"], xp)
         d_int = xp.where(mu > 0, b["nmfp"] / xp.where(mu > 0, mu, 1.0), np.inf)
@@ -185,6 +206,11 @@ class Transport:
         b["pos"] = b["pos"] + b["dir"] * d
         b["nmfp"] = b["nmfp"] - mu * d
         inside = world.cross(xp, b, ~hit, ctx)
+        return self._finish_step(b, rng, sc, hit, m, rho, sidx, inside)
+
+    def _finish_step(self, b, rng, sc: BatchScores, hit, m, rho, sidx, inside):
+        """Escapes, interactions at the photons' sites and compaction of the bank."""
+        xp, world = self.xp, self.world
         escaped = ~inside
         esc_e = xp.where(escaped, b["wt"] * b["e"], 0.0)
         sc.escaped_energy += xp.sum(esc_e)

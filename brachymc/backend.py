@@ -67,6 +67,13 @@ class Backend:
             return cupy.random.default_rng(state)
         return np.random.Generator(np.random.PCG64(seed_sequence))
 
+    def free_memory_bytes(self) -> int | None:
+        """Free device memory (CuPy: the device's free bytes plus CuPy's cached free blocks); None on NumPy."""
+        if self.name != "cupy":
+            return None
+        free, _total = self.xp.cuda.runtime.memGetInfo()
+        return int(free) + int(self.xp.get_default_memory_pool().free_bytes())
+
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on NumPy); used for timing only."""
         if self.name == "cupy":

@@ -49,3 +49,17 @@ def test_rel_uncertainty_nan_where_no_dose():
     tally.add_batch({"dose": np.array([3.0, 0.0])}, 1)
     rel = tally.estimate().rel_uncertainty.ravel()
     assert rel[0] == pytest.approx(0.5) and np.isnan(rel[1])
+
+
+def test_auto_bank_size(numpy_backend):
+    from brachymc.mc.transport import auto_bank_size
+
+    assert auto_bank_size(numpy_backend) == 1 << 16
+
+    class FakeGPU:
+        def free_memory_bytes(self):
+            return 40 * 2**30          # 40 GiB free
+
+    n = auto_bank_size(FakeGPU())
+    assert n & (n - 1) == 0 and 1 << 16 <= n <= 1 << 24
+    assert n == 1 << 24                # 20 GiB / 320 B = 67 M photons -> capped at 2^24

@@ -38,7 +38,8 @@ class TransportSettings:
 
     Attributes:
         cutoff_kev: photons below this energy deposit locally (keV).
-        bank_size: photons advanced together; the bank is refilled when half empty.
+        bank_size: photons advanced together; the bank is refilled when half empty. 0: chosen
+            from the free device memory on CuPy (:func:`auto_bank_size`), 65,536 on NumPy.
         score_primary: also tally the dose of photons that have not interacted.
         score_collision: also tally the interaction (collision) estimator of deposited energy
             (validation only: it is noisier than the track-length estimator).
@@ -60,8 +61,25 @@ class TransportSettings:
     def __post_init__(self) -> None:
         if not (1.0 <= self.cutoff_kev < 50.0):
             raise ConfigError(f"cutoff_kev must be in [1, 50) keV, got {self.cutoff_kev}")
-        if not (1 <= int(self.bank_size) <= 1 << 28):
-            raise ConfigError(f"bank_size must be between 1 and 2^28, got {self.bank_size}")
+        if not (0 <= int(self.bank_size) <= 1 << 28):
+            raise ConfigError(f"bank_size must be between 1 and 2^28 (or 0: automatic), got {self.bank_size}")
+
+
+#: device bytes per photon in flight: the bank (~100 B) and the temporaries of one step
+#: (~25 float64/int64 arrays of the bank's length, peak), measured from the array transport
+BYTES_PER_BANK_PHOTON = 320
+
+
+def auto_bank_size(backend, fraction: float = 0.5, minimum: int = 1 << 16, maximum: int = 1 << 24) -> int:
+    """Bank size from the free device memory: ``fraction`` of it over the bytes one photon needs
+    in flight, rounded down to a power of two in [minimum, maximum]; 65,536 on NumPy (the
+    per-step Python overhead is amortised there and larger banks only cost cache)."""
+    free = backend.free_memory_bytes()
+    if free is None:
+        return minimum
+    n = int(free * fraction / BYTES_PER_BANK_PHOTON)
+    n = max(minimum, min(maximum, n))
+    return 1 << (n.bit_length() - 1)
 
 
 @dataclass
@@ -298,7 +316,7 @@ class Transport:
         self.check_source(source)
         sc = scores if scores is not None else self.new_scores()
         xp = self.xp
-        size = int(self.settings.bank_size)
+        size = int(self.settings.bank_size) or auto_bank_size(self.backend)
         remaining = int(n_histories)
         bank = None
         n_alive = 0

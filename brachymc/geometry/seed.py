@@ -250,6 +250,40 @@ class SeedModel:
         return best
 
     # ---- sampling of decay positions ------------------------------------------------------------
+    def _proposal(self, i: int) -> dict:
+        """Cells of a (z, r^2) grid over solid i's bounding cylinder that meet the solid.
+
+        Uniform points in a volume of revolution are uniform in (z, r^2, phi), so sampling a cell
+        uniformly, then a point uniformly in it, then rejecting points outside the solid gives the
+        same distribution as rejection from the whole bounding cylinder, with far fewer rejections
+        for thin shells (a 1.75 um coating: ~1 % accepted from the cylinder, > 30 % from cells).
+        A cell is kept if any of 5 x 5 lattice points in it (edges included) is inside, and the
+        kept set is dilated by one cell, so cells the lattice misses by a sliver are kept too.
+        """
+        cache = self.__dict__.setdefault("_proposals", {})
+        if i in cache:
+            return cache[i]
+        zlo, zhi, rhi = self.solids[i].bounds()
+        nz, nr, sub = 2048, 256, 4
+        zs = zlo + (zhi - zlo) * np.arange(nz * sub + 1) / (nz * sub)
+        r2s = rhi * rhi * np.arange(nr * sub + 1) / (nr * sub)
+        zz, rr = np.meshgrid(zs, r2s, indexing="ij")
+        ins = self.inside(np, i, zz.ravel(), rr.ravel()).reshape(zz.shape)
+        occ = np.zeros((nz, nr), bool)
+        for a in range(sub + 1):
+            for b in range(sub + 1):
+                occ |= ins[a:a + nz * sub:sub, b:b + nr * sub:sub][:nz, :nr]
+        from scipy.ndimage import binary_dilation
+
+        occ = binary_dilation(occ, structure=np.ones((3, 3), bool))
+        cells = np.flatnonzero(occ)
+        if cells.size == 0:           # degenerate: fall back to the whole cylinder
+            cells = np.arange(nz * nr)
+        prop = {"cells": cells, "nz": nz, "nr": nr, "zlo": zlo, "dz": (zhi - zlo) / nz, "dr2": rhi * rhi / nr,
+                "device": {}}
+        cache[i] = prop
+        return prop
+
     def sample_active(self, xp, rng, n: int):
         """Decay positions (z, x, y) in the seed frame, uniform in the active solids' volumes."""
         weights = np.array([a.weight for a in self.active], float)
@@ -261,16 +295,23 @@ class SeedModel:
         y = xp.zeros(n)
         for j, a in enumerate(self.active):
             i = self.solid_index(a.solid)
-            zlo, zhi, rhi = self.solids[i].bounds()
+            prop = self._proposal(i)
+            cells = prop["device"].get(xp.__name__)
+            if cells is None:
+                cells = prop["device"][xp.__name__] = xp.asarray(prop["cells"])
+            ncell = int(prop["cells"].size)
             need = k == j
             todo = xp.nonzero(need)[0]
             while int(todo.shape[0]):
                 m = int(todo.shape[0])
-                zz = zlo + (zhi - zlo) * rng.random(m)
-                rr = rhi * xp.sqrt(rng.random(m))
+                c = cells[xp.minimum((rng.random(m) * ncell).astype(xp.int64), ncell - 1)]
+                iz, ir = c // prop["nr"], c % prop["nr"]
+                zz = prop["zlo"] + (iz + rng.random(m)) * prop["dz"]
+                r2 = (ir + rng.random(m)) * prop["dr2"]
+                rr = xp.sqrt(r2)
                 ph = 2 * np.pi * rng.random(m)
                 xx, yy = rr * xp.cos(ph), rr * xp.sin(ph)
-                ok = self.inside(xp, i, zz, xx * xx + yy * yy)
+                ok = self.inside(xp, i, zz, r2)
                 idx = todo[ok]
                 z[idx], x[idx], y[idx] = zz[ok], xx[ok], yy[ok]
                 todo = todo[~ok]

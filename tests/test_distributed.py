@@ -85,3 +85,25 @@ def test_patient_run_on_dask_equals_in_process(client, tmp_path):
     a = run_patient(cfg, tmp_path / "local", progress=False, echo=lambda m: None)
     b = run_patient(cfg, tmp_path / "dask", progress=False, echo=lambda m: None, client=client)
     assert np.array_equal(a.dose_gy, b.dose_gy) and np.array_equal(a.dose_unc_gy, b.dose_unc_gy)
+
+
+def test_distributed_run_interrupted_and_resumed(problem, client, tmp_path):
+    """Checkpoint/resume through the Dask executor gives the uninterrupted single-process result."""
+    from brachymc.pipeline.runner import RunInterrupted
+
+    rule = StopRule(max_histories=6 * 3000, batch_histories=3000, min_batches=2, checkpoint_every_s=0)
+    transport, source = problem.build()
+    whole = run_batches(transport, source, _tally(problem.phantom), rule, seed=44)
+
+    def stop(b, res):
+        if b == 2:
+            raise KeyboardInterrupt
+
+    ck = tmp_path / "ck.h5"
+    with pytest.raises(RunInterrupted):
+        run_batches(None, None, _tally(problem.phantom), rule, seed=44, checkpoint=ck, fingerprint="p",
+                    executor=DaskExecutor(client, problem, rule.batch_histories, seed=44), on_batch=stop)
+    res = run_batches(None, None, _tally(problem.phantom), rule, seed=44, checkpoint=ck, fingerprint="p",
+                      resume=True, executor=DaskExecutor(client, problem, rule.batch_histories, seed=44))
+    assert res.resumed_from == 3 and res.batches == 6
+    assert np.array_equal(whole.tally.estimate("dose").mean, res.tally.estimate("dose").mean)

@@ -551,6 +551,12 @@ def write_patient_h5(path: Path, cfg: PatientRunConfig, inputs: PatientInputs, p
         if dose_w is not None:
             f.create_dataset("dose_water", data=dose_w, **kw).attrs["units"] = summary["dose_unit"]
         f.create_dataset("tg43", data=tg43, **kw).attrs["units"] = summary["dose_unit"]
+        from brachymc.pipeline.compare import dose_difference_map, dose_ratio_map
+
+        f.create_dataset("mc_over_tg43", data=dose_ratio_map(dose, tg43).astype(np.float32), **kw).attrs[
+            "note"] = "MC / TG-43; NaN inside seeds and where TG-43 < 5 % of its maximum"
+        f.create_dataset("mc_minus_tg43", data=dose_difference_map(dose, tg43), **kw).attrs["units"] = \
+            summary["dose_unit"]
         f.create_dataset("seed_mask", data=mask, **kw)
         gg = f.create_group("geometry")
         gg.attrs["shape_zyx"] = np.asarray(g.shape)

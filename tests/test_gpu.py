@@ -78,16 +78,27 @@ def test_fused_voxel_step_agrees_with_array_twin(cupy_backend, library, case):
     src = PointSource((0.05, -0.02, 0.01), load_spectrum("i125_ncrp58"))
     a = _run(ph, src, "cupy", 9, n=200_000, score_primary=True)
     b = _run(ph, src, "cupy", 9, n=200_000, score_primary=True, fused=True)
-    assert b.voxel_steps == a.voxel_steps
-    np.testing.assert_allclose(b.dose.mean, a.dose.mean, rtol=1e-9, atol=1e-30)
-    np.testing.assert_allclose(b.primary.mean, a.primary.mean, rtol=1e-9, atol=1e-30)
+    c = _run(ph, src, "cupy", 9, n=200_000, score_primary=True, fused="emulate")
+    assert b.voxel_steps == a.voxel_steps == c.voxel_steps
+    for x in (b, c):
+        np.testing.assert_allclose(x.dose.mean, a.dose.mean, rtol=1e-9, atol=1e-30)
+        np.testing.assert_allclose(x.primary.mean, a.primary.mean, rtol=1e-9, atol=1e-30)
 
 
-@pytest.mark.filterwarnings("ignore")
-def test_fused_needs_cupy(library):
-    from brachymc.errors import ConfigError
+@pytest.mark.parametrize("problem", ["seed-water", "grid100", "spine"])
+def test_fused_kernel_on_benchmark_problems(cupy_backend, problem, tmp_path):
+    """On the three benchmark problems (CI sizes), fused == array transport (same histories)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    g = GridGeometry.centered((2, 2, 2), (0.5, 0.5, 0.5))
-    with pytest.raises(ConfigError, match="cupy"):
-        _run(VoxelPhantom.homogeneous(g, library["water"]), PointSource((0.0, 0.0, 0.0), Spectrum.monoenergetic(30.0)),
-             "numpy", 1, n=100, fused=True)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+    res = {}
+    for flag in ("", "--fused"):
+        out = tmp_path / f"{problem}{flag}.json"
+        cmd = [sys.executable, str(script), "--problem", problem, "--backend", "cupy", "--ci", "--json", str(out)]
+        subprocess.run(cmd + ([flag] if flag else []), check=True, capture_output=True, timeout=600)
+        res[flag] = json.loads(out.read_text())[0]
+    assert res[""]["voxel_steps"] == res["--fused"]["voxel_steps"]
+    assert res[""]["rel_unc_reached"] == pytest.approx(res["--fused"]["rel_unc_reached"], rel=1e-6)

@@ -47,8 +47,10 @@ class TransportSettings:
             (mu_en/rho) of water instead of the voxel's medium (large-cavity conversion, photon
             fluence of the medium; Carlsson Tedgren & Ahnesjo, Med Phys 35 (2008) 1487; TG-186).
             The world's materials must include ``water``.
-        fused: use the fused CUDA kernel for the voxel step (CuPy, plain voxel worlds;
-            ``mc/fused.py``). Off by default until measured on a GPU.
+        fused: use the fused CUDA kernel for the voxel step (CuPy; ``mc/fused.py``): steps in
+            voxels without seeds run in the kernel, steps in voxels that hold seeds in the array
+            code. ``"emulate"``: the kernel's array twin on any backend (tests). Off by default
+            until measured on a GPU.
     """
 
     cutoff_kev: float = 1.0
@@ -56,9 +58,11 @@ class TransportSettings:
     score_primary: bool = False
     score_collision: bool = False
     score_water: bool = False
-    fused: bool = False
+    fused: bool | str = False
 
     def __post_init__(self) -> None:
+        if self.fused not in (False, True, "emulate"):
+            raise ConfigError(f"fused must be false, true or 'emulate', got {self.fused!r}")
         if not (1.0 <= self.cutoff_kev < 50.0):
             raise ConfigError(f"cutoff_kev must be in [1, 50) keV, got {self.cutoff_kev}")
         if not (0 <= int(self.bank_size) <= 1 << 28):
@@ -126,26 +130,21 @@ class Transport:
         self.xp = backend.xp
         self.settings = settings
         self.tables = tables.to_backend(backend)
-        self._fused = None
-        if settings.fused:
-            from brachymc.geometry.world import VoxelWorld as _VW
-
-            if backend.name != "cupy":
-                raise ConfigError("fused GPU kernels need the cupy backend")
-            if type(world) is _VW and not settings.score_water and not hasattr(world, "score_escape"):
-                from brachymc.mc.fused import FusedVoxelStep
-
-                self._fused = FusedVoxelStep(world, self.tables, backend)
-            else:
-                import logging
-
-                logging.getLogger(__name__).warning(
-                    "fused kernel available for plain voxel worlds only; using the array transport")
         self._water = None
         if settings.score_water:
             if "water" not in names:
                 raise ConfigError("dose to water in medium needs 'water' among the world's materials")
             self._water = names.index("water")
+        self._fused = None
+        if settings.fused:
+            from brachymc.mc.fused import FusedVoxelStep
+
+            if settings.fused is True and backend.name != "cupy":
+                raise ConfigError("fused GPU kernels need the cupy backend (fused = 'emulate' runs their array twin)")
+            if not hasattr(world, "geom") or hasattr(world, "score_escape"):
+                raise ConfigError(f"the fused voxel step needs a voxel world, not {type(world).__name__}")
+            self._fused = FusedVoxelStep(world, self.tables, backend, water_index=self._water,
+                                         emulate=settings.fused == "emulate")
 
     # ------------------------------------------------------------------------------------------
     def new_scores(self) -> BatchScores:
@@ -197,13 +196,31 @@ class Transport:
     # ------------------------------------------------------------------------------------------
     def _step(self, b, rng, sc: BatchScores):
         """Advance every photon of bank ``b`` to its next boundary or interaction."""
-        xp, T, bk, world = self.xp, self.tables, self.backend, self.world
         n = b["e"].shape[0]
         sc.steps += n
-        if self._fused is not None:           # one CUDA kernel for the block below (mc/fused.py)
-            hit, m, rho, sidx, inside = self._fused(b, sc)
+        if self._fused is not None:           # fused voxel step (mc/fused.py), seeds in array code
+            hit, m, rho, sidx, inside, deferred = self._fused(b, sc)
+            idx = self.xp.nonzero(deferred)[0]
+            if int(idx.shape[0]):
+                sub = self._take(b, idx)
+                h2, m2, r2, s2, in2 = self._move_and_score(sub, sc, self.world.geometry_step, self.world.cross)
+                for k, v in sub.items():
+                    if v.ndim == 2:
+                        b[k][:, idx] = v
+                    else:
+                        b[k][idx] = v
+                hit[idx], m[idx], rho[idx], sidx[idx], inside[idx] = h2, m2, r2, s2, in2
             return self._finish_step(b, rng, sc, hit, m, rho, sidx, inside)
-        t_face, m, rho, sidx, ctx = world.geometry_step(xp, b)
+        hit, m, rho, sidx, inside = self._move_and_score(b, sc, self.world.geometry_step, self.world.cross)
+        return self._finish_step(b, rng, sc, hit, m, rho, sidx, inside)
+
+    def _move_and_score(self, b, sc: BatchScores, geometry_step, cross):
+        """Distance to the boundary or interaction, track-length scoring, move, boundary crossing.
+
+        Updates ``b`` (pos, nmfp and the world's state) and returns (hit, m, rho, sidx, inside).
+        """
+        xp, T, bk = self.xp, self.tables, self.backend
+        t_face, m, rho, sidx, ctx = geometry_step(xp, b)
         mu = rho * ia.interp_log(T.ln_mu, m, b["ie"], b["fe"], xp)
         d_int = xp.where(mu > 0, b["nmfp"] / xp.where(mu > 0, mu, 1.0), np.inf)
         hit = d_int < t_face
@@ -223,8 +240,8 @@ class Transport:
 
         b["pos"] = b["pos"] + b["dir"] * d
         b["nmfp"] = b["nmfp"] - mu * d
-        inside = world.cross(xp, b, ~hit, ctx)
-        return self._finish_step(b, rng, sc, hit, m, rho, sidx, inside)
+        inside = cross(xp, b, ~hit, ctx)
+        return hit, m, rho, sidx, inside
 
     def _finish_step(self, b, rng, sc: BatchScores, hit, m, rho, sidx, inside):
         """Escapes, interactions at the photons' sites and compaction of the bank."""

@@ -146,6 +146,7 @@ class SimulationInput:
     checkpoint_every_s: float = 60.0
     bank_size: int = 1 << 16
     sk_source: str = "library"
+    fused: bool | str = False
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,8 @@ def parse_run_config(data: dict, base: Path, source: str) -> PatientRunConfig:
                  time_budget_s=_positive)
     if sim.mode not in ("full", "superposition"):
         raise ConfigError(f"{source}: [simulation].mode must be 'full' or 'superposition', got {sim.mode!r}")
+    if sim.fused not in (False, True, "emulate"):
+        raise ConfigError(f"{source}: [simulation].fused must be false, true or 'emulate', got {sim.fused!r}")
     if sim.backend not in ("auto", "numpy", "cupy"):
         raise ConfigError(f"{source}: [simulation].backend must be auto, numpy or cupy, got {sim.backend!r}")
     if not (isinstance(sim.seed, int) and sim.seed >= 0):

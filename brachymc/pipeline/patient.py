@@ -394,7 +394,7 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
                              volume_samples=100_000)
     from brachymc.io.tables_cache import load_or_build_tables
 
-    ts = TransportSettings(bank_size=s.bank_size, score_water=cfg.dose.dose_to_water)
+    ts = TransportSettings(bank_size=s.bank_size, score_water=cfg.dose.dose_to_water, fused=s.fused)
     tables = load_or_build_tables(list(world.materials), PhysicsSettings(cutoff_kev=ts.cutoff_kev))
     transport = Transport(world, tables, backend, ts)
     sk_now = inputs.plan.sk_at_implant()

@@ -29,7 +29,7 @@ MODES = ("full", "cpu", "ci")
 
 _RUN = {
     "full": dict(ct_voxel_mm=(1.0, 1.0, 2.0), calc="", crop=40, histories=500_000_000, batch=2_000_000,
-                 target=0.02, budget=None, gamma=50_000),
+                 target=0.02, budget=None, gamma=10_000),
     "cpu": dict(ct_voxel_mm=(1.0, 1.0, 2.0), calc="calculation_voxel_mm = [2.0, 2.0, 2.0]", crop=25,
                 histories=30_000_000, batch=250_000, target=0.02, budget=150, gamma=20_000),
     "ci": dict(ct_voxel_mm=(2.0, 2.0, 2.5), calc="calculation_voxel_mm = [4.0, 4.0, 5.0]", crop=15,

@@ -357,18 +357,27 @@ def tg43_voxel_mean(dataset, positions_cm, directions, sk_U, geometry: GridGeome
 
     s = int(subsamples)
     sp = np.asarray(geometry.spacing)
+    offs = ((np.arange(s) + 0.5) / s - 0.5)
+    shifts = [np.array([ox, oy, oz]) for ox in offs for oy in offs for oz in offs]
+
+    def one(shift):
+        origin = np.asarray(geometry.origin) + sp * shift
+        return dose_rate_on_grid(dataset, positions_cm, directions, sk_U, tuple(origin), geometry.spacing,
+                                 geometry.shape, formalism)
+
+    # the s^3 sub-grids are independent: NumPy releases the GIL in the heavy loops, so threads
+    # overlap them; they are summed in a fixed order (the result does not depend on the threads)
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(shifts), os.cpu_count() or 1))) as pool:
+        parts = list(pool.map(one, shifts))
     acc = np.zeros(geometry.shape)
     cnt = np.zeros(geometry.shape)
-    offs = ((np.arange(s) + 0.5) / s - 0.5)
-    for ox in offs:
-        for oy in offs:
-            for oz in offs:
-                origin = np.asarray(geometry.origin) + sp * np.array([ox, oy, oz])
-                r = dose_rate_on_grid(dataset, positions_cm, directions, sk_U, tuple(origin), geometry.spacing,
-                                      geometry.shape, formalism)
-                ok = np.isfinite(r)
-                acc += np.where(ok, r, 0.0)
-                cnt += ok
+    for r in parts:
+        ok = np.isfinite(r)
+        acc += np.where(ok, r, 0.0)
+        cnt += ok
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(cnt > 0, acc / np.maximum(cnt, 1), np.nan)
 

@@ -86,7 +86,7 @@ def _print_patient_result(res) -> None:
     print(f"\n{s['n_seeds']} seeds ({s['seed_model']}), {s['histories']:,} histories in {s['batches']} batches, "
           f"{s['transport_time_s']:.1f} s transport on {s['backend']} ({s['histories_per_second']:,.0f} histories/s); "
           f"stopped by {s['stopped_by']}" + (f"; mean uncertainty in the target {100 * unc:.2f} %" if unc else ""))
-    print(f"dose: {s['dose_unit']}; prescription {s['prescription_gy']} Gy")
+    print(f"dose: {s['dose_unit']}" + (f"; prescription {s['prescription_gy']:g} Gy" if s["prescription_gy"] else ""))
     if res.metrics:
         print(f"\n{'ROI':<14} {'calc':>5} {'vol cc':>7} {'D90':>8} {'D100':>8} {'Dmean':>8} {'Dmax':>8} {'D0.1cc':>8} "
               f"{'D2cc':>8} {'V100 %':>7} {'V150 %':>7} {'V200 %':>7}")

@@ -460,7 +460,11 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
     # ---- comparison
     from brachymc.pipeline.compare import dvh_comparison, gamma_pass_rates, ratio_by_tissue
 
-    rx = cfg.dose.prescription_gy
+    # a prescription (Gy) applies to total or window doses, not to a dose rate
+    rx = cfg.dose.prescription_gy if cfg.dose.kind != "rate" else None
+    if cfg.dose.kind == "rate" and cfg.dose.prescription_gy:
+        inputs.notes.append("dose kind 'rate': the prescription is not applied to dose rates (no V100, isodoses "
+                            "relative to the maximum)")
     weights = {n: (m * scored).astype(np.float32) for n, m in inputs.structures.items()}
     metrics = dvh_comparison(dose, tg43, weights, g.voxel_volume, rx) if weights else {}
     classes = _tissue_classes(phantom, scored, inputs, cfg)
@@ -631,7 +635,8 @@ def _figures_and_report(cfg, out: Path, inputs: PatientInputs, dose, tg43, weigh
     from brachymc.report import patient as rp
 
     g = inputs.geometry
-    rx = cfg.dose.prescription_gy or float(np.percentile(dose[dose > 0], 99)) / 1.5
+    rx = (cfg.dose.prescription_gy if cfg.dose.kind != "rate" else None) or \
+        float(np.percentile(dose[dose > 0], 99)) / 1.5
     hu = inputs.ct.hu if inputs.ct is not None else np.zeros(g.shape)
     target = _structure(inputs, cfg.structures.target)
     if target is not None and target.sum() > 0:

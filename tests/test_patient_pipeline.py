@@ -306,3 +306,21 @@ def test_fused_twin_in_a_patient_run(tmp_path):
                     tmp_path / "ob", progress=False, echo=lambda m: None)
     assert a.run.voxel_steps == b.run.voxel_steps
     np.testing.assert_allclose(b.dose_gy, a.dose_gy, rtol=1e-10, atol=0)
+
+
+def test_dose_kinds_scale_consistently(tmp_path):
+    """Same histories: total dose = initial rate x tau; a 0..t window -> total as t -> inf; rate decays."""
+    sim = "histories = 20_000\nbatch_histories = 10_000\nmin_batches = 2"
+    res = {}
+    for name, extra in (("total", ""), ("rate0", "rate_at_h = 0.0"), ("rate_hl", f"rate_at_h = {59.40 * 24}"),
+                        ("window", "start_h = 0.0\nend_h = 1e7")):
+        run = _bone_case(tmp_path / name, sim=sim)
+        kind = "permanent" if name == "total" else ("window" if name == "window" else "rate")
+        text = run.read_text().replace('kind = "permanent"', f'kind = "{kind}"\n{extra}')
+        run.write_text(text)
+        res[name] = run_patient(load_run_config(run), tmp_path / f"o{name}", progress=False,
+                                echo=lambda m: None).dose_gy
+    tau = mean_life_hours()
+    np.testing.assert_allclose(res["rate0"] * tau, res["total"], rtol=1e-12)
+    np.testing.assert_allclose(res["rate_hl"], 0.5 * res["rate0"], rtol=1e-12)
+    np.testing.assert_allclose(res["window"], res["total"], rtol=1e-9)

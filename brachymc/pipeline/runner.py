@@ -318,6 +318,11 @@ def run_batches(transport, source, tally: DoseTally, rule: StopRule, seed: int, 
                     result.target_rel_unc_reached = u
                     if bar is not None:
                         bar.set_postfix_str(f"target unc {100 * u:.2f}%")
+                        # uncertainty ~ 1/sqrt(histories): re-aim the bar (and its ETA) at the target
+                        if math.isfinite(u) and u > 0:
+                            est = math.ceil(b * (u / float(rule.target_rel_unc)) ** 2)
+                            bar.total = min(rule.max_batches, max(b + 1, est)) * per
+                            bar.refresh()
                     if u <= float(rule.target_rel_unc):
                         stop = "target"
                 if stop is None and rule.time_budget_s is not None and elapsed >= float(rule.time_budget_s):

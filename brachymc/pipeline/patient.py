@@ -153,14 +153,15 @@ def _crop_box(geometry: GridGeometry, lo_cm: np.ndarray, hi_cm: np.ndarray) -> t
     n = np.array([geometry.nx, geometry.ny, geometry.nz])
     i0 = np.clip(np.floor((lo_cm - o) / s).astype(int), 0, n - 1)
     i1 = np.clip(np.ceil((hi_cm - o) / s).astype(int), i0 + 1, n)
-    return slice(i0[2], i1[2]), slice(i0[1], i1[1]), slice(i0[0], i1[0])
+    return slice(int(i0[2]), int(i1[2])), slice(int(i0[1]), int(i1[1])), slice(int(i0[0]), int(i1[0]))
 
 
 def _sub_geometry(g: GridGeometry, sl) -> GridGeometry:
     z, y, x = sl
-    return GridGeometry(shape=(z.stop - z.start, y.stop - y.start, x.stop - x.start), spacing=g.spacing,
-                        origin=(g.origin[0] + x.start * g.spacing[0], g.origin[1] + y.start * g.spacing[1],
-                                g.origin[2] + z.start * g.spacing[2]))
+    return GridGeometry(shape=(int(z.stop - z.start), int(y.stop - y.start), int(x.stop - x.start)),
+                        spacing=g.spacing,
+                        origin=(float(g.origin[0] + x.start * g.spacing[0]), float(g.origin[1] + y.start * g.spacing[1]),
+                                float(g.origin[2] + z.start * g.spacing[2])))
 
 
 def check_seeds_inside(plan: SeedPlan, model: SeedModel, geometry: GridGeometry, where: str) -> None:

@@ -101,6 +101,10 @@ class SeededVoxelWorld(VoxelWorld):
             table[row, : len(vox_lists[f])] = vox_lists[f]
         self._flagged = xp.asarray(flagged)
         self._flag_table = xp.asarray(table)
+        # dense voxel -> row of _flag_table (-1: no seed), an O(1) gather per photon-step
+        row = np.full(g.n_voxels, -1, dtype=np.int32)
+        row[flagged] = np.arange(flagged.size, dtype=np.int32)
+        self._flag_row = xp.asarray(row)
         self._centers = xp.asarray(self.centers)
         self._axes = xp.asarray(self.axes)
         self._solid_mat = xp.asarray([mats.index(library[s.material]) for s in model.solids], dtype=xp.int64)
@@ -149,15 +153,14 @@ class SeededVoxelWorld(VoxelWorld):
     def geometry_step(self, xp, b):
         t_face, m, rho, flat, axis = super().geometry_step(xp, b)
         t = t_face
-        nf = self._flagged.shape[0]
-        pos_i = xp.clip(xp.searchsorted(self._flagged, flat), 0, nf - 1)
-        flagged = self._flagged[pos_i] == flat
+        row = self._flag_row[flat]
+        flagged = row >= 0
         sidx = flat
         if bool(flagged.any()):
             idx = xp.nonzero(flagged)[0]
             p, d = b["pos"][:, idx], b["dir"][:, idx]
             tt = t_face[idx]
-            cand = self._flag_table[pos_i[idx]]                      # (k, K)
+            cand = self._flag_table[row[idx]]                        # (k, K)
             seeds = []
             for j in range(self.max_per_voxel):
                 sid = cand[:, j]
@@ -174,8 +177,12 @@ class SeededVoxelWorld(VoxelWorld):
                 z = xp.sum(rel * a, axis=0)
                 w = xp.sum(d * a, axis=0)
                 r2 = xp.maximum(p2 - z * z, 0.0)
-                t_in = self.model.distance_to_surface(xp, z, r2, w, pdf - z * w)
-                tj = xp.where(inside, t_in, t_sph)
+                # surfaces of the seed's solids matter only inside its bounding sphere
+                tj = t_sph.copy()
+                sel = xp.nonzero(inside & valid)[0]
+                if int(sel.shape[0]):
+                    tj[sel] = self.model.distance_to_surface(xp, z[sel], r2[sel], w[sel],
+                                                             (pdf - z * w)[sel])
                 tt = xp.where(valid, xp.minimum(tt, tj), tt)
                 seeds.append((valid, c, a))
             # medium on the step from its midpoint

@@ -22,11 +22,13 @@ import numpy as np
 #: seed key -> (name in clrp_v2_lambda.csv, consensus file prefix or None, consensus Lambda)
 REFERENCES = {
     "oncoseed_6711": ("OncoSeed 6711", "tg43u1_6711", 0.965),
+    # the same seed with the capsule wall of the NRC registry: judged against the same references
+    "oncoseed_6711_nrc": ("OncoSeed 6711", "tg43u1_6711", 0.965),
     "best_2301": ("Best 2301", "tg43u1_2301", 1.018),
     "isoseed_i25s06": ("IsoSeed I25.S06", None, 1.012),
 }
 #: CLRP v2 dose-rate constants (Safigholi et al. 2020, Table II) when clrp_v2_lambda.csv is not at hand
-CLRP_FALLBACK = {"oncoseed_6711": 0.932, "best_2301": 1.001, "isoseed_i25s06": 1.003}
+CLRP_FALLBACK = {"oncoseed_6711": 0.932, "oncoseed_6711_nrc": 0.932, "best_2301": 1.001, "isoseed_i25s06": 1.003}
 
 
 def default_reference_dir() -> Path | None:

@@ -34,6 +34,7 @@ from brachymc.io.tables_cache import load_or_build_tables
 from brachymc.mc.physics import PhysicsSettings
 from brachymc.mc.tally import DoseTally
 from brachymc.mc.transport import Transport, TransportSettings
+from brachymc.sources.seed_data import model_fingerprint
 from brachymc.sources.seed_source import SeedSource
 from brachymc.constants import KEV_PER_G_TO_GY
 
@@ -251,4 +252,5 @@ def _derive(model, settings, ts, sk_settings, src, r_edges, r_bin, th_bins, vol,
                   "r_edges_cm": r_edges.tolist(), "cutoff_kev": ts.cutoff_kev, "sk_cutoff_kev": sk_settings["cutoff_kev"],
                   "sk_band_half_height_cm": sk_settings["half_height_cm"], "sk_distance_cm": sk_settings["distance_cm"]},
         run_time_s=time.perf_counter() - t0, device=_device_name(backend),
+        extra={"model_fingerprint": model_fingerprint(model)},
     )

@@ -229,8 +229,31 @@ def cmd_validate_tg43(args) -> int:
     if not args.no_report:
         from brachymc.validation.report import write_tg43_report
 
-        rep = write_tg43_report(res, out / "report.pdf", reference_dir=args.reference)
-        print(f"wrote {rep}")
+        primary = _sibling_primary(out, model.key)
+        rep = write_tg43_report(res, out / "report.pdf", reference_dir=args.reference, primary=primary)
+        print(f"wrote {rep}" + (" (with the primary-kerma check)" if primary else ""))
+    return 0
+
+
+def _sibling_primary(folder: Path, key: str):
+    """The primary-check result DIR/primary_KEY.json, if `brachymc validate primary` wrote one there."""
+    from brachymc.validation.primary_check import PrimaryCheckResult
+
+    p = folder / f"primary_{key}.json"
+    return PrimaryCheckResult.from_json(p) if p.is_file() else None
+
+
+def cmd_validate_report(args) -> int:
+    from brachymc.validation.primary_check import PrimaryCheckResult
+    from brachymc.validation.report import write_tg43_report
+    from brachymc.validation.tg43_mc import TG43Result
+
+    src = Path(args.tg43)
+    res = TG43Result.from_json(src)
+    primary = PrimaryCheckResult.from_json(args.primary) if args.primary else _sibling_primary(src.parent, res.seed)
+    out = Path(args.out) if args.out else src.parent / "report.pdf"
+    rep = write_tg43_report(res, out, reference_dir=args.reference, primary=primary)
+    print(f"wrote {rep}" + (" (with the primary-kerma check)" if primary else ""))
     return 0
 
 
@@ -325,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--out", required=True)
     pc.add_argument("--quick", action="store_true", help="CI-sized run (1 cm; 30, 60, 90 deg)")
     pc.set_defaults(func=cmd_validate_primary)
+    rp = vsub.add_parser("report", help="rebuild the commissioning report from tg43_MODEL.json (and primary_MODEL.json "
+                                        "beside it, when present) without rerunning")
+    rp.add_argument("tg43", help="a tg43_MODEL.json written by `brachymc validate tg43`")
+    rp.add_argument("--primary", help="a primary_MODEL.json (default: the one beside the tg43 JSON, if any)")
+    rp.add_argument("--out", help="report path (default: report.pdf beside the tg43 JSON)")
+    rp.add_argument("--reference", help="folder with the published reference data (default ../shared/reference)")
+    rp.set_defaults(func=cmd_validate_report)
 
     m = sub.add_parser("materials", help="list the material library")
     m.add_argument("--materials", action="append", help="extra material TOML file(s)")

@@ -41,3 +41,40 @@ def test_theta_bins_cover_bin_and_mirror():
 def test_impossible_settings_are_refused(kw):
     with pytest.raises(ConfigError, match="primary check"):
         PrimaryCheckSettings(**kw)
+
+
+def test_results_round_trip_and_report_rebuilds_with_the_check(tmp_path, capsys):
+    from pathlib import Path
+    import shutil
+
+    from brachymc.validation.primary_check import PrimaryCheckResult
+    from brachymc.validation.tg43_mc import TG43Result
+
+    src = Path(__file__).resolve().parents[1] / "docs" / "validation" / "best_2301"
+    for name in ("tg43_best_2301.json", "primary_best_2301.json"):
+        shutil.copy(src / name, tmp_path / name)
+    res = TG43Result.from_json(tmp_path / "tg43_best_2301.json")
+    assert res.seed == "best_2301" and res.lambda_cGy_per_h_per_U == pytest.approx(1.0002, abs=1e-4)
+    pr = PrimaryCheckResult.from_json(tmp_path / "primary_best_2301.json")
+    assert pr.n_bins == 18 and 0.001 < pr.p_value < 1.0
+    res.to_json(tmp_path / "again.json")
+    assert TG43Result.from_json(tmp_path / "again.json") == res
+
+    assert main(["validate", "report", str(tmp_path / "tg43_best_2301.json")]) == 0
+    assert "with the primary-kerma check" in capsys.readouterr().out
+    pdf = (tmp_path / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 13 and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_report_refuses_a_check_of_another_seed_and_a_bad_json(tmp_path, capsys):
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "docs" / "validation"
+    rc = main(["validate", "report", str(src / "best_2301" / "tg43_best_2301.json"),
+               "--primary", str(src / "oncoseed_6711" / "primary_oncoseed_6711.json"), "--out", str(tmp_path / "r.pdf")])
+    assert rc == 2 and "oncoseed_6711" in capsys.readouterr().err and not (tmp_path / "r.pdf").exists()
+    bad = tmp_path / "tg43_x.json"
+    bad.write_text('{"seed": "x"}')
+    assert main(["validate", "report", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "missing" in err and not (tmp_path / "report.pdf").exists()

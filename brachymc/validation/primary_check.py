@@ -82,6 +82,23 @@ class PrimaryCheckResult:
     run_time_s: float
     extra: dict = field(default_factory=dict)
 
+    @property
+    def p_value(self) -> float:
+        """Probability of a chi2 at least this large if MC and ray integration agree (bins independent)."""
+        from scipy.stats import chi2
+
+        return float(chi2.sf(self.chi2, self.n_bins))
+
+    @classmethod
+    def from_json(cls, path) -> "PrimaryCheckResult":
+        """Read a result written by :meth:`to_json`."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+            return cls(**data)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"{path}: not a brachymc primary-check result ({exc})") from exc
+
     def to_json(self, path) -> Path:
         path = Path(path)
         with atomic_path(path) as tmp:

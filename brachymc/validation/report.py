@@ -108,8 +108,22 @@ def evaluate(res, ref: dict) -> list[tuple[str, str, bool | None]]:
     return checks
 
 
-def write_tg43_report(res, path, reference_dir: str | Path | None = None) -> Path:
-    """Write the commissioning report PDF (atomically) and return its path."""
+def _primary_check_line(primary) -> tuple[str, str, bool]:
+    """Acceptance line of the independent capsule-transport check (chi2 test at p > 0.001)."""
+    big = [r for r in primary.rows if r["theta_deg"] >= 30]
+    worst = max(abs(r["diff_pct"]) for r in big) if big else float("nan")
+    return ("primary kerma, MC vs ray integration (p > 0.001)",
+            f"chi2 {primary.chi2:.1f}/{primary.n_bins}, p = {primary.p_value:.2g}; max {worst:.2f} % (>= 30 deg)",
+            primary.p_value > 0.001)
+
+
+def write_tg43_report(res, path, reference_dir: str | Path | None = None, primary=None) -> Path:
+    """Write the commissioning report PDF (atomically) and return its path.
+
+    ``primary``: an optional :class:`~brachymc.validation.primary_check.PrimaryCheckResult` for the
+    same seed model; it adds the independent check of the capsule transport (an acceptance line
+    and a page with the primary anisotropy function by MC and by ray integration).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,6 +135,12 @@ def write_tg43_report(res, path, reference_dir: str | Path | None = None) -> Pat
     refdir = Path(reference_dir) if reference_dir else default_reference_dir()
     ref = load_references(res.seed, refdir)
     checks = evaluate(res, ref)
+    if primary is not None:
+        if primary.seed != res.seed:
+            from brachymc.errors import ConfigError
+
+            raise ConfigError(f"primary check is for seed {primary.seed!r}, the TG-43 result for {res.seed!r}")
+        checks.append(_primary_check_line(primary))
     path = Path(path)
     with atomic_path(path) as tmp, PdfPages(tmp) as pdf:
         # ---- summary ------------------------------------------------------------------------------
@@ -149,6 +169,9 @@ def write_tg43_report(res, path, reference_dir: str | Path | None = None) -> Pat
         lines += ["", "Reference data: " + (ref["source_dir"] or "not found (comparisons omitted)"),
                   "Small-angle F (theta < 30 deg) depends on the modelled end welds and silver-rod ends;",
                   "Monte Carlo models of the 6711 fall well below the consensus there (see the F pages)."]
+        if primary is not None:
+            lines += ["The primary (unscattered) kerma by MC is checked against a deterministic ray integration",
+                      "through the same solids (page 'Independent check of the capsule transport')."]
         for k, ln in enumerate(lines):
             fig.text(0.08, 0.9 - 0.022 * k, ln, fontsize=8.5, family="monospace")
         pdf.savefig(fig)
@@ -214,6 +237,37 @@ def write_tg43_report(res, path, reference_dir: str | Path | None = None) -> Pat
             ax.set_ylabel("F(r, theta)")
             ax.set_title(f"2D anisotropy function at r = {rF} cm (judged at theta >= 30 deg)")
             ax.legend()
+            pdf.savefig(fig)
+            plt.close(fig)
+
+        # ---- independent check of the capsule transport ----------------------------------------------
+        if primary is not None:
+            radii = sorted({r["r_cm"] for r in primary.rows})
+            fig, axes = plt.subplots(len(radii) + 1, 1, figsize=(8.27, 11.69),
+                                     gridspec_kw={"height_ratios": [2] * len(radii) + [1.3]})
+            for ax, rr in zip(axes, radii):
+                rows = sorted((r for r in primary.rows if r["r_cm"] == rr), key=lambda r: r["theta_deg"])
+                t = [r["theta_deg"] for r in rows]
+                ax.plot(t, [r["F_primary_ray"] for r in rows], "-", label="ray integration (deterministic)")
+                ax.errorbar(t, [r["F_primary_mc"] for r in rows], yerr=[r["F_primary_mc_unc"] for r in rows],
+                            fmt="o", ms=3, label="Monte Carlo (unscattered photons)")
+                for r in rows:
+                    ax.annotate(f"{r['diff_pct']:+.2f}%", (r["theta_deg"], r["F_primary_mc"]), fontsize=6)
+                ax.set_ylabel("primary F")
+                ax.set_title(f"Primary anisotropy at r = {rr:g} cm; labels: primary kerma MC / ray - 1", fontsize=9)
+                ax.legend(fontsize=7)
+            axes[len(radii) - 1].set_xlabel("theta (deg)")
+            st = primary.settings
+            txt = [f"Independent check of the capsule transport: {primary.model_name}",
+                   f"MC: {st['histories']:,} histories, {st['batches']} batches; ray integration: {st['n_decays']:,} "
+                   f"decays, {st['n_steps']} steps per ray",
+                   f"bins r +- {st['r_half_width_cm']} cm, theta +- {st['theta_half_width_deg']} deg (folded)",
+                   _primary_check_line(primary)[1],
+                   "The two share only the cross-section tables: agreement checks filtration, self-shadowing",
+                   "and oblique paths through the capsule (brachymc/validation/primary.py)."]
+            axes[-1].axis("off")
+            for k, ln in enumerate(txt):
+                axes[-1].text(0.0, 0.9 - 0.16 * k, ln, fontsize=8.5, family="monospace", transform=axes[-1].transAxes)
             pdf.savefig(fig)
             plt.close(fig)
 

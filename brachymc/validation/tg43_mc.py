@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 
@@ -124,6 +125,22 @@ class TG43Result:
 
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def from_json(cls, path) -> "TG43Result":
+        """Read a result written by :meth:`to_json` (e.g. to rebuild its report)."""
+        from brachymc.errors import ConfigError
+
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: not a readable TG-43 result JSON ({exc})") from exc
+        names = {f.name for f in fields(cls)}
+        missing = sorted(n for n in names if n not in data and n not in ("version", "extra"))
+        if not isinstance(data, dict) or missing:
+            raise ConfigError(f"{path}: not a brachymc TG-43 result (missing {', '.join(missing) or 'object'})")
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def _device_name(backend) -> str:

@@ -137,6 +137,8 @@ class TG43Result:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{path}: not a readable TG-43 result JSON ({exc})") from exc
         names = {f.name for f in fields(cls)}
+        if isinstance(data, dict) and "length_cm" not in data and "length_cm" in data.get("settings", {}):
+            data["length_cm"] = data["settings"]["length_cm"]      # results written before 0.1.0 kept L there only
         missing = sorted(n for n in names if n not in data and n not in ("version", "extra"))
         if not isinstance(data, dict) or missing:
             raise ConfigError(f"{path}: not a brachymc TG-43 result (missing {', '.join(missing) or 'object'})")

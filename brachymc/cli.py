@@ -264,17 +264,14 @@ def cmd_validate_primary(args) -> int:
 
     lib = default_library()
     model = load_seed_model(args.seed, lib) if args.seed.endswith(".toml") else load_builtin_seed(args.seed, lib)
-    kw = {}
-    if args.quick:
-        kw = dict(histories=200_000, batches=10, n_decays=200, decays_per_pass=200, n_steps=300, radii_cm=(1.0,),
-                  thetas_deg=(30.0, 60.0, 90.0))
+    kw = dict(seed=args.rng_seed, backend=args.backend or "numpy")
     if args.histories:
         kw["histories"] = args.histories
     if args.decays:
         kw["n_decays"] = args.decays
     if args.radii:
         kw["radii_cm"] = tuple(float(x) for x in args.radii.split(","))
-    settings = PrimaryCheckSettings(seed=args.rng_seed, backend=args.backend or "numpy", **kw)
+    settings = PrimaryCheckSettings.quick(**kw) if args.quick else PrimaryCheckSettings(**kw)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     res = run_primary_check(model, settings, lib)

@@ -24,7 +24,7 @@ import numpy as np
 from brachymc import __version__, default_library
 from brachymc.backend import cupy_available, get_backend
 from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
-from brachymc.io.tables_cache import load_or_build_tables
+from brachymc.mc.tables_cache import load_or_build_tables
 from brachymc.mc.simulation import RunSettings, run_simulation
 from brachymc.mc.transport import TransportSettings
 from brachymc.sources.simple import PointSource

@@ -114,8 +114,8 @@ def _seed_problem(name: str, description: str, target_description: str, phantom,
                   target_region_of: Callable | None = None, dynamic: bool = False, fused=False) -> Problem:
     from brachymc import default_library
     from brachymc.geometry.seed import load_builtin_seed
-    from brachymc.geometry.seeded_world import SeededVoxelWorld
-    from brachymc.io.tables_cache import load_or_build_tables
+    from brachymc.geometry.seeded_phantom import SeededVoxelWorld
+    from brachymc.mc.tables_cache import load_or_build_tables
     from brachymc.mc.physics import PhysicsSettings
     from brachymc.mc.transport import Transport, TransportSettings
     from brachymc.pipeline.distributed import BatchProblem
@@ -145,7 +145,7 @@ def _seed_problem(name: str, description: str, target_description: str, phantom,
 def build_seed_water(backend, ci: bool, bank: int, workdir: Path | None = None, fused=False) -> Problem:
     from brachymc import default_library
     from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
-    from brachymc.geometry.seeded_world import SeedPlacement
+    from brachymc.geometry.seeded_phantom import SeedPlacement
 
     size, vox = (10.0, 0.25) if ci else (20.0, 0.1)
     g = GridGeometry.centered((size,) * 3, (vox,) * 3)
@@ -166,7 +166,7 @@ def build_seed_water(backend, ci: bool, bank: int, workdir: Path | None = None, 
 
 def grid_placements(nx: int, ny: int, nz: int, spacing_cm: float = 1.0):
     """Seeds along z on a regular nx x ny x nz grid centred on the origin."""
-    from brachymc.geometry.seeded_world import SeedPlacement
+    from brachymc.geometry.seeded_phantom import SeedPlacement
 
     axis = [(np.arange(n) - (n - 1) / 2.0) * spacing_cm for n in (nx, ny, nz)]
     return [SeedPlacement((float(x), float(y), float(z)), (0.0, 0.0, 1.0))
@@ -214,8 +214,8 @@ def build_spine(backend, ci: bool, bank: int, workdir: Path | None = None, fused
     from brachymc import default_library
     from brachymc.examples.demo import demo_config, write_demo_case
     from brachymc.geometry.phantom import VoxelPhantom
-    from brachymc.geometry.seeded_world import SeededVoxelWorld
-    from brachymc.io.tables_cache import load_or_build_tables
+    from brachymc.geometry.seeded_phantom import SeededVoxelWorld
+    from brachymc.mc.tables_cache import load_or_build_tables
     from brachymc.mc.physics import PhysicsSettings
     from brachymc.mc.tally import DoseTally
     from brachymc.mc.transport import Transport, TransportSettings
@@ -508,7 +508,7 @@ def main(argv=None) -> int:
                 return 2
     print_table(rows)
     if a.json:
-        from brachymc.io.atomic import atomic_path
+        from brachymc.files import atomic_path
 
         out = Path(a.json)
         with atomic_path(out) as tmp:

@@ -50,7 +50,7 @@ def _dask_client(args):
 
 
 def _run_config(path: Path, out: Path, args, on_batch=None, prepare=None) -> tuple:
-    from brachymc.io.config import load_config
+    from brachymc.mc.runfile import load_config
     from brachymc.io.dose_h5 import write_dose_h5
     from brachymc.mc.simulation import run_simulation
 
@@ -163,7 +163,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_physics(args) -> int:
-    from brachymc.io.tables_cache import load_or_build_tables
+    from brachymc.mc.tables_cache import load_or_build_tables
     from brachymc.materials import default_library
     from brachymc.mc.physics import PhysicsSettings
 

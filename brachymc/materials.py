@@ -23,7 +23,7 @@ import xraylib
 
 from brachymc._paths import config_dir
 from brachymc.errors import MaterialError
-from brachymc.io.toml import load_toml
+from brachymc.files import load_toml
 
 #: Mass fractions must sum to 1 within this tolerance before renormalisation.
 SUM_TOLERANCE = 5e-3

@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 from brachymc.dvh import cumulative_dvh
 from brachymc.errors import ConfigError
 from brachymc.geometry.phantom import GridGeometry
-from brachymc.pipeline.compare import (
+from brachymc.compare import (
     dose_difference_map,
     dose_ratio_map,
     dvh_comparison,

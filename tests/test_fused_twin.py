@@ -9,8 +9,8 @@ from brachymc.backend import get_backend
 from brachymc.errors import ConfigError
 from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
 from brachymc.geometry.seed import load_builtin_seed
-from brachymc.geometry.seeded_world import SeededVoxelWorld, SeedPlacement
-from brachymc.io.tables_cache import load_or_build_tables
+from brachymc.geometry.seeded_phantom import SeededVoxelWorld, SeedPlacement
+from brachymc.mc.tables_cache import load_or_build_tables
 from brachymc.mc.transport import Transport, TransportSettings
 from brachymc.sources.seed_source import SeedSetSource
 from brachymc.sources.simple import PointSource

@@ -15,7 +15,7 @@ from brachymc.geometry.phantom import GridGeometry
 from brachymc.io.volume import write_ct_volume
 from brachymc.pipeline.config import load_run_config
 from brachymc.pipeline.patient import run_patient
-from brachymc.sources.seed_data import load_tg43_dataset
+from brachymc.tg43.shipped import load_tg43_dataset
 from brachymc.sources.strength import mean_life_hours
 from brachymc.tg43.dose import dose_rate_at_points
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import xraylib
 
-from brachymc.io.tables_cache import load_or_build_tables, read_tables, write_tables
+from brachymc.mc.tables_cache import load_or_build_tables, read_tables, write_tables
 from brachymc.mc.physics import PhysicsSettings, build_tables, energy_grid
 
 # library name -> NIST material name in ../shared/reference/nist_mu_muen.csv (same compositions)

@@ -13,7 +13,7 @@ import pytest
 
 from brachymc import default_library
 from brachymc.geometry.seed import load_builtin_seed
-from brachymc.io.tables_cache import load_or_build_tables
+from brachymc.mc.tables_cache import load_or_build_tables
 from brachymc.mc.physics import PhysicsSettings
 from brachymc.sources.seed_source import SeedSource
 from brachymc.validation.primary import coefficients_from_tables, primary_kerma

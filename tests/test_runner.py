@@ -6,7 +6,7 @@ import pytest
 from brachymc.backend import get_backend
 from brachymc.errors import ConfigError
 from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
-from brachymc.io.tables_cache import load_or_build_tables
+from brachymc.mc.tables_cache import load_or_build_tables
 from brachymc.mc.physics import PhysicsSettings
 from brachymc.mc.tally import DoseTally
 from brachymc.mc.transport import Transport, TransportSettings

@@ -12,9 +12,10 @@ from scipy import stats
 
 from brachymc.backend import get_backend
 from brachymc.constants import ELECTRON_REST_ENERGY_KEV
-from brachymc.io.tables_cache import load_or_build_tables
+from brachymc.mc.tables_cache import load_or_build_tables
 from brachymc.mc import interactions as ia
 from brachymc.mc.physics import angular_pdf
+from brachymc.sources.simple import isotropic
 
 N = 400_000
 P_MIN = 1e-4
@@ -125,7 +126,7 @@ def test_rotation_preserves_angle(w, c, phi0, cos_t, phi):
 
 def test_isotropic_directions():
     rng = np.random.default_rng(1)
-    d = ia.isotropic(np, rng, 200_000)
+    d = isotropic(np, rng, 200_000)
     np.testing.assert_allclose(np.linalg.norm(d, axis=0), 1.0, atol=1e-12)
     # each component is uniform on [-1, 1] for an isotropic distribution
     for a in range(3):

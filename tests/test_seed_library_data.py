@@ -12,7 +12,9 @@ import pytest
 
 from brachymc import default_library
 from brachymc.geometry.seed import load_builtin_seed
-from brachymc.sources.seed_data import air_kerma_per_history, load_tg43_dataset, model_fingerprint, tg43_dir
+from brachymc.geometry.seed import model_fingerprint
+from brachymc.mc.air_kerma import air_kerma_per_history
+from brachymc.tg43.shipped import load_tg43_dataset, tg43_dir
 
 SEEDS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs" / "seeds").glob("*.toml"))
 

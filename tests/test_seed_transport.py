@@ -8,8 +8,8 @@ from scipy.special import expn
 
 from brachymc.backend import get_backend
 from brachymc.geometry.seed import ActiveRegion, SeedModel, Solid, load_builtin_seed
-from brachymc.geometry.seed_world import SeedWorld
-from brachymc.io.tables_cache import load_or_build_tables
+from brachymc.geometry.single_seed import SingleSeedWorld
+from brachymc.mc.tables_cache import load_or_build_tables
 from brachymc.mc.physics import PhysicsSettings
 from brachymc.mc.transport import Transport, TransportSettings
 from brachymc.sources.simple import PencilBeam
@@ -26,7 +26,7 @@ def test_silver_foil_fluorescence(library):
                                                             z_min=-t / 2, z_max=t / 2),),
                      active=(ActiveRegion("foil"),))
     be = get_backend("numpy")
-    world = SeedWorld(foil, library, None, radius_cm=2.0, r_edges=[1.9, 2.0], cos_edges=[-1.0, 1.0], backend=be,
+    world = SingleSeedWorld(foil, library, None, radius_cm=2.0, r_edges=[1.9, 2.0], cos_edges=[-1.0, 1.0], backend=be,
                       volume_samples=10)
     tables = load_or_build_tables(list(world.materials), PhysicsSettings())
     tr = Transport(world, tables, be, TransportSettings())
@@ -117,7 +117,7 @@ def test_quick_tg43_report(quick_tg43):
 
 def test_air_kerma_strength_cache(library, tmp_path, monkeypatch):
     """S_K per history is cached per seed model and spectrum: a second call reads the same value."""
-    from brachymc.sources.air_kerma import cached_air_kerma_strength
+    from brachymc.mc.air_kerma import cached_air_kerma_strength
 
     monkeypatch.setenv("BRACHYMC_CACHE_DIR", str(tmp_path))
     m = load_builtin_seed("oncoseed_6711", library)

@@ -6,7 +6,7 @@ from scipy import stats
 
 from brachymc.errors import ConfigError, GeometryError
 from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
-from brachymc.io.tables_cache import load_or_build_tables
+from brachymc.mc.tables_cache import load_or_build_tables
 from brachymc.mc.simulation import RunSettings, deposited_energy_kev, run_simulation
 from brachymc.mc.transport import Transport, TransportSettings
 from brachymc.sources.simple import LineSource, PencilBeam, PointSource

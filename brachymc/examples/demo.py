@@ -138,7 +138,7 @@ def write_demo_case(folder: str | Path, mode: str = "cpu", seed: int = 2026) -> 
                  frame_of_reference_uid=frame, patient_id=pid, patient_name=pname, study_instance_uid=study,
                  referenced_structure_set_uid=ss_uid, plan_label="SPINE-I125")
     run = folder / "run.toml"
-    from brachymc.io.atomic import atomic_path
+    from brachymc.files import atomic_path
 
     with atomic_path(run) as tmp:
         tmp.write_text(_run_toml(mode, case.prescription_gy,

@@ -36,7 +36,7 @@ from brachymc._paths import config_dir
 from brachymc.errors import ConfigError, GeometryError, MaterialError
 from brachymc.geometry.ct import CTVolume
 from brachymc.geometry.phantom import VoxelPhantom
-from brachymc.io.toml import load_toml
+from brachymc.files import load_toml
 from brachymc.materials import Material, MaterialLibrary, _material_from_entry, default_library
 
 __all__ = [

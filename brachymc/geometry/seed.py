@@ -20,7 +20,9 @@ accuracy), and the medium on a step is the solid containing the step's midpoint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ import numpy as np
 
 from brachymc._paths import config_dir
 from brachymc.errors import ConfigError, GeometryError
-from brachymc.io.toml import load_toml
+from brachymc.files import load_toml
 
 #: Roots closer than this (cm) are the surface the ray starts on.
 SURFACE_EPS = 1e-9
@@ -328,6 +330,19 @@ class SeedModel:
         return box * frac, box * np.sqrt(frac * (1 - frac) / n)
 
 
+def orthonormal_frame(axis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit vectors (e1, e2, a) with a along ``axis``."""
+    a = np.asarray(axis, float)
+    n = np.linalg.norm(a)
+    if not n > 0:
+        raise ValueError("seed axis must be a non-zero vector")
+    a = a / n
+    helper = np.array([1.0, 0.0, 0.0]) if abs(a[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    e1 = np.cross(a, helper)
+    e1 /= np.linalg.norm(e1)
+    return e1, np.cross(a, e1), a
+
+
 def ray_invariants(xp, pos, direction, center, axis):
     """Seed-frame quantities of rays: (z, r^2, w, pd) for positions/directions (3, n).
 
@@ -340,6 +355,13 @@ def ray_invariants(xp, pos, direction, center, axis):
     r2 = xp.maximum(xp.sum(d * d, axis=0) - z * z, 0.0)
     pd = xp.sum(d * direction, axis=0) - z * w
     return z, r2, w, pd
+
+
+def model_fingerprint(model: SeedModel) -> str:
+    """Hash of what determines a seed's dose per history: solids, active regions and spectrum."""
+    payload = json.dumps({"solids": [asdict(s) for s in model.solids], "active": [asdict(a) for a in model.active],
+                          "spectrum": model.spectrum}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -457,5 +479,6 @@ def load_builtin_seed(key: str, library=None) -> SeedModel:
     return load_seed_model(lib[key], library)
 
 
-__all__ = ["Cone", "Sphere", "Solid", "SeedModel", "ActiveRegion", "ray_invariants", "load_seed_model",
+__all__ = ["Cone", "Sphere", "Solid", "SeedModel", "ActiveRegion", "ray_invariants", "orthonormal_frame",
+           "model_fingerprint", "load_seed_model",
            "check_seed_model", "seed_library", "load_builtin_seed"]

@@ -38,7 +38,7 @@ from brachymc import __version__
 from brachymc.errors import ConfigError
 from brachymc.geometry.ct import CTVolume
 from brachymc.geometry.phantom import GridGeometry
-from brachymc.io.atomic import atomic_path
+from brachymc.files import atomic_path
 
 log = logging.getLogger(__name__)
 

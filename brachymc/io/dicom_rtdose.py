@@ -22,7 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from brachymc import __version__
 from brachymc.errors import ConfigError
 from brachymc.geometry.phantom import GridGeometry
-from brachymc.io.atomic import atomic_path
+from brachymc.files import atomic_path
 
 RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
 RT_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"

@@ -65,7 +65,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from brachymc import __version__
 from brachymc.constants import I125_HALF_LIFE_DAYS
 from brachymc.errors import ConfigError
-from brachymc.io.atomic import atomic_path
+from brachymc.files import atomic_path
 from brachymc.io.dicom_ct import DicomError
 from brachymc.sources.plan import SeedPlan, _directions
 from brachymc.sources.strength import decay_factor, hours_between, mean_life_hours

@@ -40,7 +40,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from brachymc import __version__
 from brachymc.errors import ConfigError
 from brachymc.geometry.phantom import GridGeometry
-from brachymc.io.atomic import atomic_path
+from brachymc.files import atomic_path
 from brachymc.io.dicom_ct import DicomError
 
 log = logging.getLogger(__name__)

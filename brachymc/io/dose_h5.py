@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
-from brachymc.io.atomic import atomic_path
+from brachymc.files import atomic_path
 from brachymc.materials import element_symbol
 from brachymc.mc.simulation import SimulationResult
 from brachymc.mc.tally import Estimate

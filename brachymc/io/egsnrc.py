@@ -48,7 +48,7 @@ import numpy as np
 
 from brachymc.errors import ConfigError, GeometryError, MaterialError
 from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
-from brachymc.io.atomic import atomic_path
+from brachymc.files import atomic_path
 from brachymc.materials import Material, MaterialLibrary, default_library
 
 #: Characters of the egsphant media matrix; position k holds medium number k+1.

@@ -26,7 +26,7 @@ import numpy as np
 from brachymc.errors import ConfigError
 from brachymc.geometry.ct import CTVolume
 from brachymc.geometry.phantom import GridGeometry
-from brachymc.io.atomic import atomic_path
+from brachymc.files import atomic_path
 
 H5_SUFFIXES = (".h5", ".hdf5")
 NPZ_SUFFIXES = (".npz",)

@@ -111,11 +111,3 @@ def rotate(xp, direction, cos_t, phi):
     wn = xp.where(ok, w * cos_t - sin_t * rho * cp, xp.where(w >= 0, 1.0, -1.0) * cos_t)
     norm = xp.sqrt(un * un + vn * vn + wn * wn)
     return xp.stack([un / norm, vn / norm, wn / norm])
-
-
-def isotropic(xp, rng, n: int):
-    """(3, n) isotropic unit vectors."""
-    cos_t = 2.0 * rng.random(n) - 1.0
-    phi = 2.0 * np.pi * rng.random(n)
-    sin_t = xp.sqrt(xp.maximum(0.0, 1.0 - cos_t * cos_t))
-    return xp.stack([sin_t * xp.cos(phi), sin_t * xp.sin(phi), cos_t])

@@ -18,7 +18,7 @@ from brachymc.backend import get_backend
 from brachymc.constants import KEV_PER_G_TO_GY
 from brachymc.errors import ConfigError
 from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
-from brachymc.io.tables_cache import load_or_build_tables
+from brachymc.mc.tables_cache import load_or_build_tables
 from brachymc.mc.physics import PhysicsSettings, PhysicsTables
 from brachymc.mc.tally import DoseTally, Estimate
 from brachymc.mc.transport import Transport, TransportSettings

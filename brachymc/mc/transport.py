@@ -29,6 +29,7 @@ from brachymc.geometry.phantom import VoxelPhantom
 from brachymc.geometry.world import VoxelWorld
 from brachymc.mc import interactions as ia
 from brachymc.mc.physics import PhysicsTables
+from brachymc.sources.simple import isotropic
 
 
 
@@ -320,7 +321,7 @@ class Transport:
         src = idx[j]
         state = {k: self._take({k: b[k]}, src)[k] for k in b if k not in self._PHOTON_FIELDS}
         return self._new_photons(
-            b["pos"][:, src].copy(), ia.isotropic(xp, rng, int(j.shape[0])), e_fl[j], wt[j], rng, scattered=True,
+            b["pos"][:, src].copy(), isotropic(xp, rng, int(j.shape[0])), e_fl[j], wt[j], rng, scattered=True,
             state=state)
 
     # ------------------------------------------------------------------------------------------

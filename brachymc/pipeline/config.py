@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from brachymc.errors import ConfigError
-from brachymc.io.toml import load_toml
+from brachymc.files import load_toml
 
 
 def _check_keys(where: str, table: dict, cls) -> None:

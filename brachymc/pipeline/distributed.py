@@ -48,13 +48,13 @@ class BatchProblem:
     def build(self):
         """(transport, source) for this process: tables from the on-disk cache or built."""
         from brachymc.backend import get_backend
-        from brachymc.io.tables_cache import load_or_build_tables
+        from brachymc.mc.tables_cache import load_or_build_tables
         from brachymc.mc.physics import PhysicsSettings
         from brachymc.mc.transport import Transport
 
         be = get_backend(self.backend)
         if self.model is not None:
-            from brachymc.geometry.seeded_world import SeededVoxelWorld
+            from brachymc.geometry.seeded_phantom import SeededVoxelWorld
             from brachymc.materials import default_library
             from brachymc.sources.seed_source import SeedSetSource
 

@@ -42,8 +42,8 @@ from brachymc.errors import BrachyMCError, ConfigError, GeometryError
 from brachymc.geometry.ct import CTVolume
 from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
 from brachymc.geometry.seed import SeedModel, load_builtin_seed
-from brachymc.geometry.seeded_world import SeededVoxelWorld, SeedPlacement, seed_volume_fraction
-from brachymc.io.atomic import atomic_path
+from brachymc.geometry.seeded_phantom import SeededVoxelWorld, SeedPlacement, seed_volume_fraction
+from brachymc.files import atomic_path
 from brachymc.materials import MaterialLibrary, default_library
 from brachymc.mc.physics import PhysicsSettings
 from brachymc.mc.tally import DoseTally, Estimate
@@ -51,7 +51,8 @@ from brachymc.mc.transport import Transport, TransportSettings
 from brachymc.pipeline.config import PatientRunConfig
 from brachymc.pipeline.runner import BatchRunResult, StopRule, run_batches
 from brachymc.sources.plan import SeedPlan
-from brachymc.sources.seed_data import air_kerma_per_history, load_tg43_dataset
+from brachymc.mc.air_kerma import air_kerma_per_history
+from brachymc.tg43.shipped import load_tg43_dataset
 from brachymc.sources.seed_source import SeedSetSource
 from brachymc.sources.strength import (GY_CM2_PER_H_PER_U, I125_HALF_LIFE_DAYS, decay_factor, mean_life_hours,
                                        window_dose)
@@ -402,7 +403,7 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
     backend = get_backend(s.backend)
     world = SeededVoxelWorld(phantom, inputs.model, placements_of(inputs.plan), library, backend, mode=s.mode,
                              volume_samples=100_000)
-    from brachymc.io.tables_cache import load_or_build_tables
+    from brachymc.mc.tables_cache import load_or_build_tables
 
     ts = TransportSettings(bank_size=s.bank_size, score_water=cfg.dose.dose_to_water, fused=s.fused)
     tables = load_or_build_tables(list(world.materials), PhysicsSettings(cutoff_kev=ts.cutoff_kev))
@@ -459,7 +460,7 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
     tg43 = np.where(scored, rate_cgy_h * 0.01 * tg_factor, np.nan)
 
     # ---- comparison
-    from brachymc.pipeline.compare import dvh_comparison, gamma_pass_rates, ratio_by_tissue
+    from brachymc.compare import dvh_comparison, gamma_pass_rates, ratio_by_tissue
 
     # a prescription (Gy) applies to total or window doses, not to a dose rate
     rx = cfg.dose.prescription_gy if cfg.dose.kind != "rate" else None
@@ -565,7 +566,7 @@ def write_patient_h5(path: Path, cfg: PatientRunConfig, inputs: PatientInputs, p
         if dose_w is not None:
             f.create_dataset("dose_water", data=dose_w, **kw).attrs["units"] = summary["dose_unit"]
         f.create_dataset("tg43", data=tg43, **kw).attrs["units"] = summary["dose_unit"]
-        from brachymc.pipeline.compare import dose_difference_map, dose_ratio_map
+        from brachymc.compare import dose_difference_map, dose_ratio_map
 
         f.create_dataset("mc_over_tg43", data=dose_ratio_map(dose, tg43).astype(np.float32), **kw).attrs[
             "note"] = "MC / TG-43; NaN inside seeds and where TG-43 < 5 % of its maximum"

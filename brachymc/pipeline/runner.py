@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 
 from brachymc.errors import ConfigError
-from brachymc.io.atomic import atomic_path
+from brachymc.files import atomic_path
 from brachymc.mc.tally import DoseTally
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from matplotlib.lines import Line2D
 from brachymc.dvh import DVH
 from brachymc.errors import ConfigError
 from brachymc.geometry.phantom import GridGeometry
-from brachymc.io.atomic import atomic_path
+from brachymc.files import atomic_path
 
 __all__ = ["plot_slices", "plot_dvh", "plot_difference", "write_summary_pdf", "ISODOSE_LEVELS"]
 
@@ -253,9 +253,9 @@ def plot_difference(
     """MC / TG-43 ratio on the axial and sagittal planes through ``center_cm``, over the CT, and
     a histogram of the ratio in voxels where TG-43 exceeds 10 % of ``prescription_gy`` (10 % of
     the maximum TG-43 dose without a prescription). The maps hide voxels below ``floor_fraction``
-    of the maximum TG-43 dose (see :func:`brachymc.pipeline.compare.dose_ratio_map`).
+    of the maximum TG-43 dose (see :func:`brachymc.compare.dose_ratio_map`).
     """
-    from brachymc.pipeline.compare import dose_ratio_map
+    from brachymc.compare import dose_ratio_map
 
     shape = geometry.shape
     a = _check_volume("MC dose", mc, shape)
@@ -483,9 +483,9 @@ def write_summary_pdf(
     Args:
         title: report title (patient / plan).
         metrics_table: extra per-structure values (name -> {column: value}), shown as given.
-        comparison: output of :func:`brachymc.pipeline.compare.dvh_comparison`.
-        gamma: output of :func:`brachymc.pipeline.compare.gamma_pass_rates`.
-        tissue_ratios: output of :func:`brachymc.pipeline.compare.ratio_by_tissue`.
+        comparison: output of :func:`brachymc.compare.dvh_comparison`.
+        gamma: output of :func:`brachymc.compare.gamma_pass_rates`.
+        tissue_ratios: output of :func:`brachymc.compare.ratio_by_tissue`.
         settings: run settings (histories, batches, seed, backend, device, wall time, mean GTV
             uncertainty, calibration, seed model, dose kind, ...), shown as key/value pairs.
         figures: png paths or matplotlib figures, one page each.

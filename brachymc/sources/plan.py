@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from brachymc.errors import ConfigError
-from brachymc.io.toml import load_toml
+from brachymc.files import load_toml
 from brachymc.sources.strength import apparent_activity_to_sk, decay_factor, hours_between
 
 

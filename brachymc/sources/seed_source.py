@@ -11,23 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from brachymc.geometry.seed import SeedModel
-from brachymc.mc.interactions import isotropic
-from brachymc.sources.simple import SourcePhotons
+from brachymc.geometry.seed import SeedModel, orthonormal_frame
+from brachymc.sources.simple import SourcePhotons, isotropic
 from brachymc.sources.spectrum import Spectrum, load_spectrum
-
-
-def orthonormal_frame(axis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unit vectors (e1, e2, a) with a along ``axis``."""
-    a = np.asarray(axis, float)
-    n = np.linalg.norm(a)
-    if not n > 0:
-        raise ValueError("seed axis must be a non-zero vector")
-    a = a / n
-    helper = np.array([1.0, 0.0, 0.0]) if abs(a[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    e1 = np.cross(a, helper)
-    e1 /= np.linalg.norm(e1)
-    return e1, np.cross(a, e1), a
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,15 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from brachymc.errors import GeometryError
-from brachymc.mc.interactions import isotropic
 from brachymc.sources.spectrum import Spectrum
+
+
+def isotropic(xp, rng, n: int):
+    """(3, n) isotropic unit vectors."""
+    cos_t = 2.0 * rng.random(n) - 1.0
+    phi = 2.0 * np.pi * rng.random(n)
+    sin_t = xp.sqrt(xp.maximum(0.0, 1.0 - cos_t * cos_t))
+    return xp.stack([sin_t * xp.cos(phi), sin_t * xp.sin(phi), cos_t])
 
 
 class SourcePhotons(NamedTuple):

@@ -9,7 +9,7 @@ import numpy as np
 
 from brachymc._paths import config_dir
 from brachymc.errors import ConfigError
-from brachymc.io.toml import load_toml
+from brachymc.files import load_toml
 
 
 @dataclass(frozen=True)

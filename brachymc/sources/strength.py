@@ -2,7 +2,7 @@
 
 Units: air-kerma strength S_K in U (1 U = 1 uGy m2 h-1 = 1 cGy cm2 h-1 = 1e-2 Gy cm2 h-1);
 Monte Carlo results per history: dose D_h (Gy), air-kerma strength s_h (Gy cm2, see
-:mod:`brachymc.sources.air_kerma`). A seed of strength S_K emits S_K x 1e-2 / s_h histories per
+:mod:`brachymc.mc.air_kerma`). A seed of strength S_K emits S_K x 1e-2 / s_h histories per
 hour, so its dose rate is ``D_h x S_K x 1e-2 / s_h`` Gy/h.
 
 Decay: I-125 half-life T1/2 = 59.40 d (TG-43U1), mean life tau = T1/2 / ln 2 = 2056.7 h. A

@@ -424,7 +424,7 @@ class TG43Dataset:
     def to_json(self, path) -> None:
         """Write the dataset as JSON (atomically). Floats are written with full precision (repr), so
         :meth:`from_json` gives back an equal dataset."""
-        from brachymc.io.atomic import atomic_path
+        from brachymc.files import atomic_path
 
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
         with atomic_path(path) as tmp:

@@ -5,7 +5,7 @@ about 90 deg), the primary (unscattered) collision kerma per emitted photon in w
 twice:
 
 * by the Monte Carlo transport (the photons that have not interacted, track-length estimator of
-  :class:`~brachymc.geometry.seed_world.SeedWorld`, batch uncertainties), and
+  :class:`~brachymc.geometry.single_seed.SingleSeedWorld`, batch uncertainties), and
 * by :func:`brachymc.validation.primary.primary_kerma` (straight lines from decays of the
   active-region sampler to points covering the bin, path lengths by ray marching with the
   solids' point classification).
@@ -30,7 +30,7 @@ import numpy as np
 
 from brachymc.errors import ConfigError
 from brachymc.geometry.seed import SeedModel
-from brachymc.io.atomic import atomic_path
+from brachymc.files import atomic_path
 
 
 @dataclass(frozen=True)
@@ -148,12 +148,12 @@ def run_primary_check(model: SeedModel, settings: PrimaryCheckSettings = Primary
                       library=None, log=print) -> PrimaryCheckResult:
     """Compare the MC primary kerma around ``model`` in water with the ray integration."""
     from brachymc.backend import get_backend
-    from brachymc.geometry.seed_world import SeedWorld
-    from brachymc.io.tables_cache import load_or_build_tables
+    from brachymc.geometry.single_seed import SingleSeedWorld
+    from brachymc.mc.tables_cache import load_or_build_tables
     from brachymc.materials import default_library
     from brachymc.mc.physics import PhysicsSettings
     from brachymc.mc.transport import Transport, TransportSettings
-    from brachymc.sources.seed_data import model_fingerprint
+    from brachymc.geometry.seed import model_fingerprint
     from brachymc.sources.seed_source import SeedSource
     from brachymc.tg43.dose import geometry_factor_line
     from brachymc.validation.primary import bin_points, coefficients_from_tables, primary_kerma
@@ -171,7 +171,7 @@ def run_primary_check(model: SeedModel, settings: PrimaryCheckSettings = Primary
     th = _theta_edges(s)
     cos_edges = np.cos(np.radians(th))
     cos_edges[0], cos_edges[-1] = -1.0, 1.0
-    world = SeedWorld(model, lib, lib["water"], max(radii) + 0.5, np.array(r_edges), cos_edges, bk)
+    world = SingleSeedWorld(model, lib, lib["water"], max(radii) + 0.5, np.array(r_edges), cos_edges, bk)
     tables = load_or_build_tables(list(world.materials), PhysicsSettings(cutoff_kev=1.0))
     coeffs = coefficients_from_tables(model, tables, lib, src.spectrum)
 

@@ -130,7 +130,7 @@ def write_tg43_report(res, path, reference_dir: str | Path | None = None, primar
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_pdf import PdfPages
 
-    from brachymc.io.atomic import atomic_path
+    from brachymc.files import atomic_path
 
     refdir = Path(reference_dir) if reference_dir else default_reference_dir()
     ref = load_references(res.seed, refdir)

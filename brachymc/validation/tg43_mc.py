@@ -4,7 +4,7 @@ Two runs per seed model (Rivard et al., TG-43U1, Med Phys 31 (2004) 633; the CLR
 method, Taylor & Rogers, Med Phys 35 (2008) 4228):
 
 1. **In vacuo**: the seed alone, photons that leave it scored on a 10 cm cylinder band
-   (:class:`~brachymc.geometry.seed_world.AirKermaScorer`) with a 5 keV cutoff -> air-kerma
+   (:class:`~brachymc.geometry.single_seed.AirKermaScorer`) with a 5 keV cutoff -> air-kerma
    strength per history S_K (Gy cm2), and the mean energy of photons leaving the capsule.
 2. **In water**: the seed at the centre of a water sphere of radius 15 cm, collision kerma scored
    on (r, theta) bins tight around the TG-43 radii and angles (relative radial half-width 2 %,
@@ -28,14 +28,13 @@ import numpy as np
 
 from brachymc import __version__, default_library
 from brachymc.backend import get_backend
-from brachymc.geometry.seed import SeedModel
-from brachymc.geometry.seed_world import SeedWorld
-from brachymc.sources.air_kerma import air_kerma_strength
-from brachymc.io.tables_cache import load_or_build_tables
+from brachymc.geometry.seed import SeedModel, model_fingerprint
+from brachymc.geometry.single_seed import SingleSeedWorld
+from brachymc.mc.air_kerma import air_kerma_strength
+from brachymc.mc.tables_cache import load_or_build_tables
 from brachymc.mc.physics import PhysicsSettings
 from brachymc.mc.tally import DoseTally
 from brachymc.mc.transport import Transport, TransportSettings
-from brachymc.sources.seed_data import model_fingerprint
 from brachymc.sources.seed_source import SeedSource
 from brachymc.constants import KEV_PER_G_TO_GY
 
@@ -121,7 +120,7 @@ class TG43Result:
     extra: dict = field(default_factory=dict)
 
     def to_json(self, path) -> None:
-        from brachymc.io.atomic import atomic_path
+        from brachymc.files import atomic_path
 
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(asdict(self), indent=1))
@@ -178,7 +177,7 @@ def run_tg43(model: SeedModel, settings: TG43RunSettings = TG43RunSettings(), pr
 
     # ---- 2. in water: D(r, theta) ----------------------------------------------------------------
     r_edges, cos_edges, r_bin, th_bins = _bins(settings.radial_half_width)
-    world = SeedWorld(model, lib, lib["water"], settings.water_radius_cm, r_edges, cos_edges, backend)
+    world = SingleSeedWorld(model, lib, lib["water"], settings.water_radius_cm, r_edges, cos_edges, backend)
     tables_w = load_or_build_tables(list(world.materials), PhysicsSettings(cutoff_kev=ts.cutoff_kev))
     tr_w = Transport(world, tables_w, backend, ts)
     tally = DoseTally(backend, world.score_shape, world.score_volume)

@@ -35,7 +35,7 @@ from typing import Any
 
 from brachymc.errors import BrachyMCError, ConfigError
 from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
-from brachymc.io.toml import load_toml
+from brachymc.files import load_toml
 from brachymc.materials import MaterialLibrary, default_library
 from brachymc.mc.simulation import RunSettings
 from brachymc.mc.transport import TransportSettings

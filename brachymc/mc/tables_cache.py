@@ -11,7 +11,7 @@ from typing import Sequence
 import h5py
 
 from brachymc._paths import cache_dir
-from brachymc.io.atomic import atomic_path
+from brachymc.files import atomic_path
 from brachymc.materials import Material
 from brachymc.mc.physics import FluorescenceChannel, PhysicsSettings, PhysicsTables, build_tables, tables_key
 

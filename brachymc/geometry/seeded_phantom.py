@@ -20,11 +20,10 @@ import numpy as np
 
 from brachymc.errors import GeometryError
 from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
-from brachymc.geometry.seed import SeedModel
-from brachymc.geometry.seed_world import _sphere_roots
+from brachymc.geometry.seed import SeedModel, orthonormal_frame
+from brachymc.geometry.single_seed import _sphere_roots
 from brachymc.geometry.world import VoxelWorld
 from brachymc.materials import MaterialLibrary
-from brachymc.sources.seed_source import orthonormal_frame
 
 
 @dataclass(frozen=True)

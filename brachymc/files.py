@@ -1,12 +1,36 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename."""
+"""Reading and writing files safely: TOML with errors that name the file, atomic writes.
+
+Every module that reads a configuration file or writes an output uses these two functions, so
+they sit below all packages (no package imports another to read a TOML file).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+from brachymc.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; missing or malformed files raise :class:`ConfigError` naming the file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
 @contextlib.contextmanager

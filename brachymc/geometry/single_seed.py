@@ -53,7 +53,7 @@ def _cone_roots(xp, z, w, p2, pd_full, c):
     return xp.where(c == 0, xp.where(tz > SURFACE_EPS, tz, _BIG), best)
 
 
-class SeedWorld:
+class SingleSeedWorld:
     """One seed in a sphere of ``medium`` (None: vacuum) with polar scoring bins.
 
     Args:
@@ -189,55 +189,3 @@ class SeedWorld:
         out = crossing & (xp.sum(pos * pos, axis=0) >= self.radius * self.radius * (1 - 1e-12)) & (
             xp.sum(pos * d, axis=0) > 0)
         return ~out
-
-
-class AirKermaScorer:
-    """Air kerma in vacuo at ``distance_cm`` on the seed's transverse axis (for S_K).
-
-    Photons leaving a vacuum :class:`SeedWorld` travel on straight lines. Each one is followed to
-    the cylinder of radius ``distance_cm`` about the seed axis; those crossing it within
-    ``|z| <= half_height_cm`` of the transverse plane contribute w E (mu_en/rho)_air(E) / (A cos a)
-    to the air kerma (planar fluence -> fluence with the crossing angle a; A = 4 pi d h), for
-    E >= ``cutoff_kev`` (5 keV, TG-43U1). This is the point-detector idea without the variance of a
-    next-event estimator: in vacuo the fluence through a thin band of the cylinder is exactly the
-    fluence at the transverse point, averaged over +-h (about 1.4 deg at h = 0.25 cm, d = 10 cm) and
-    over azimuth (the seed is axially symmetric). Air-kerma strength S_K = K_air(d) d^2.
-    """
-
-    def __init__(self, world: SeedWorld, tables, distance_cm: float = 10.0, half_height_cm: float = 0.25,
-                 cutoff_kev: float = 5.0):
-        self.world = world
-        self.tables = tables  # DeviceTables
-        self.d = float(distance_cm)
-        self.h = float(half_height_cm)
-        self.cutoff = float(cutoff_kev)
-        self.air_index = 0  # the world's medium slot holds air in vacuum mode
-
-    @property
-    def area(self) -> float:
-        return 4.0 * np.pi * self.d * self.h
-
-    def __call__(self, xp, b, escaped, sc) -> None:
-        from brachymc.mc import interactions as ia
-
-        pos, d = b["pos"], b["dir"]
-        e = b["e"]
-        ok = escaped & (e >= self.cutoff)
-        a = d[0] ** 2 + d[1] ** 2
-        bq = pos[0] * d[0] + pos[1] * d[1]
-        c = pos[0] ** 2 + pos[1] ** 2 - self.d * self.d
-        disc = bq * bq - a * c
-        good = ok & (a > 0) & (disc >= 0)
-        t = (-bq + xp.sqrt(xp.where(good, disc, 0.0))) / xp.where(a > 0, a, 1.0)
-        zh = pos[2] + t * d[2]
-        xh, yh = pos[0] + t * d[0], pos[1] + t * d[1]
-        cos_a = (xh * d[0] + yh * d[1]) / self.d
-        hit = good & (xp.abs(zh) <= self.h) & (cos_a > 0)
-        m = xp.full(e.shape, self.air_index, dtype=xp.int64)
-        muen = ia.interp_log(self.tables.ln_muen, m, b["ie"], b["fe"], xp)
-        contrib = xp.where(hit, b["wt"] * e * muen / xp.where(hit, cos_a, 1.0), 0.0)
-        sc.extra["air_kerma_raw"] = sc.extra.get("air_kerma_raw", 0.0) + xp.sum(contrib)
-        sc.extra["escaped_n"] = sc.extra.get("escaped_n", 0.0) + xp.sum(xp.where(escaped, b["wt"], 0.0))
-        sc.extra["escaped_e"] = sc.extra.get("escaped_e", 0.0) + xp.sum(xp.where(escaped, b["wt"] * e, 0.0))
-        sc.extra["escaped_n5"] = sc.extra.get("escaped_n5", 0.0) + xp.sum(xp.where(ok, b["wt"], 0.0))
-        sc.extra["escaped_e5"] = sc.extra.get("escaped_e5", 0.0) + xp.sum(xp.where(ok, b["wt"] * e, 0.0))

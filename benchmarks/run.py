@@ -111,13 +111,13 @@ class Problem:
 # ---------------------------------------------------------------------------------------------
 # problems
 def _seed_problem(name: str, description: str, target_description: str, phantom, placements, backend, bank: int,
-                  target_region_of: Callable | None = None, dynamic: bool = False, fused=False) -> Problem:
+                  target_region_of: Callable | None = None, dynamic: bool = False, engine="auto") -> Problem:
     from brachymc import default_library
     from brachymc.geometry.seed import load_builtin_seed
     from brachymc.geometry.seeded_phantom import SeededVoxelWorld
     from brachymc.mc.tables_cache import load_or_build_tables
     from brachymc.mc.physics import PhysicsSettings
-    from brachymc.mc.transport import Transport, TransportSettings
+    from brachymc.mc.transport import TransportSettings, make_transport
     from brachymc.pipeline.distributed import BatchProblem
     from brachymc.sources.seed_source import SeedSetSource
 
@@ -125,9 +125,9 @@ def _seed_problem(name: str, description: str, target_description: str, phantom,
     model = load_builtin_seed("oncoseed_6711", lib)
     placements = tuple(placements)
     world = SeededVoxelWorld(phantom, model, placements, lib, backend, volume_samples=VOLUME_SAMPLES)
-    ts = TransportSettings(bank_size=bank, fused=fused)
+    ts = TransportSettings(bank_size=bank, engine=engine)
     tables = load_or_build_tables(list(world.materials), PhysicsSettings(cutoff_kev=ts.cutoff_kev))
-    transport = Transport(world, tables, backend, ts)
+    transport = make_transport(world, tables, backend, ts)
     source = SeedSetSource(model, placements)
     g = phantom.geometry
     bp = BatchProblem(key=f"bench-{name}-{g.shape}-{g.spacing}-{len(placements)}-{bank}", phantom=phantom,
@@ -142,7 +142,7 @@ def _seed_problem(name: str, description: str, target_description: str, phantom,
     return p
 
 
-def build_seed_water(backend, ci: bool, bank: int, workdir: Path | None = None, fused=False) -> Problem:
+def build_seed_water(backend, ci: bool, bank: int, workdir: Path | None = None, engine="auto") -> Problem:
     from brachymc import default_library
     from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
     from brachymc.geometry.seeded_phantom import SeedPlacement
@@ -161,7 +161,7 @@ def build_seed_water(backend, ci: bool, bank: int, workdir: Path | None = None, 
         "seed-water", f"one OncoSeed 6711 at the centre of a ({size:g} cm)^3 water phantom, "
                       f"({10 * vox:g} mm)^3 voxels, {g.n_voxels:,} voxels",
         f"voxels {r_lo:g}-{r_hi:g} cm from the seed centre", phantom, [SeedPlacement((0.0, 0.0, 0.0), (0.0, 0.0, 1.0))],
-        backend, bank, target_region_of=shell, fused=fused)
+        backend, bank, target_region_of=shell, engine=engine)
 
 
 def grid_placements(nx: int, ny: int, nz: int, spacing_cm: float = 1.0):
@@ -173,7 +173,7 @@ def grid_placements(nx: int, ny: int, nz: int, spacing_cm: float = 1.0):
             for z in axis[2] for y in axis[1] for x in axis[0]]
 
 
-def build_grid100(backend, ci: bool, bank: int, workdir: Path | None = None, fused=False) -> Problem:
+def build_grid100(backend, ci: bool, bank: int, workdir: Path | None = None, engine="auto") -> Problem:
     from brachymc import default_library
     from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
 
@@ -185,7 +185,7 @@ def build_grid100(backend, ci: bool, bank: int, workdir: Path | None = None, fus
         "grid100", f"{len(pl)} OncoSeed 6711 on a {n[0]}x{n[1]}x{n[2]} grid (1 cm) in a ({size:g} cm)^3 water "
                    f"phantom, ({10 * vox:g} mm)^3 voxels, {g.n_voxels:,} voxels",
         f"voxels >= {100 * GRID100_DOSE_FRACTION:g} % of the running maximum dose, outside the seeds",
-        phantom, pl, backend, bank, dynamic=True, fused=fused)
+        phantom, pl, backend, bank, dynamic=True, engine=engine)
 
 
 def _dose_fraction_region(world, fraction: float) -> Callable:
@@ -206,7 +206,7 @@ def _dose_fraction_region(world, fraction: float) -> Callable:
     return region
 
 
-def build_spine(backend, ci: bool, bank: int, workdir: Path | None = None, fused=False) -> Problem:
+def build_spine(backend, ci: bool, bank: int, workdir: Path | None = None, engine="auto") -> Problem:
     try:
         import brachymc.examples.spine  # noqa: F401  (the case generator write_demo_case needs)
     except ImportError as exc:
@@ -218,7 +218,7 @@ def build_spine(backend, ci: bool, bank: int, workdir: Path | None = None, fused
     from brachymc.mc.tables_cache import load_or_build_tables
     from brachymc.mc.physics import PhysicsSettings
     from brachymc.mc.tally import DoseTally
-    from brachymc.mc.transport import Transport, TransportSettings
+    from brachymc.mc.transport import TransportSettings, make_transport
     from brachymc.pipeline.distributed import BatchProblem
     from brachymc.pipeline.patient import build_phantom, load_inputs, placements_of
     from brachymc.pipeline.runner import default_quantities
@@ -238,9 +238,9 @@ def build_spine(backend, ci: bool, bank: int, workdir: Path | None = None, fused
     weights = tuple(float(w) for w in inputs.plan.sk_at_implant())
     world = SeededVoxelWorld(phantom, inputs.model, placements, lib, backend, mode=s.mode,
                              volume_samples=VOLUME_SAMPLES)
-    ts = TransportSettings(bank_size=bank, score_water=cfg.dose.dose_to_water, fused=fused)
+    ts = TransportSettings(bank_size=bank, score_water=cfg.dose.dose_to_water, engine=engine)
     tables = load_or_build_tables(list(world.materials), PhysicsSettings(cutoff_kev=ts.cutoff_kev))
-    transport = Transport(world, tables, backend, ts)
+    transport = make_transport(world, tables, backend, ts)
     source = SeedSetSource(inputs.model, placements, weights=weights)
     quantities = ("dose",) + (("dose_water",) if cfg.dose.dose_to_water else ())
     raw = default_quantities(DoseTally(backend, (1, 1, 1), 1.0, quantities))
@@ -352,7 +352,7 @@ def _start_client(workers: int, backend: str, malloc_trim: bool):
 def run_problem(name: str, backend_name: str, ci: bool = False, workers: int | None = None,
                 histories: int | None = None, batch_histories: int | None = None, seed: int = 1,
                 time_budget_s: float | None = None, bank_size: int | None = None, workdir: Path | None = None,
-                malloc_trim: bool = True, fused=False) -> dict:
+                malloc_trim: bool = True, engine: str = "auto") -> dict:
     """Build, warm up and time one problem; returns the JSON record."""
     from brachymc import __version__
     from brachymc.backend import get_backend
@@ -370,7 +370,7 @@ def run_problem(name: str, backend_name: str, ci: bool = False, workers: int | N
         per = int(batch_histories)
     t_setup = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="brachymc-bench-") as tmp:
-        p = BUILDERS[name](backend, ci, bank, Path(workdir) if workdir else Path(tmp), fused=fused)
+        p = BUILDERS[name](backend, ci, bank, Path(workdir) if workdir else Path(tmp), engine=engine)
     g = p.world.geom
     tally = DoseTally(backend, tuple(int(n) for n in g.shape), p.world.score_volume, p.quantities)
     rule = StopRule(max_histories=max(n_hist, MIN_BATCHES * per), batch_histories=per, min_batches=MIN_BATCHES,
@@ -480,8 +480,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-dask-malloc-trim", action="store_true",
                     help="start the Dask workers without Dask's MALLOC_TRIM_THRESHOLD_=65536 (see above)")
     ap.add_argument("--seed", type=int, default=1, help="root random seed of the run")
-    ap.add_argument("--fused", nargs="?", const=True, default=False, choices=(True, "emulate"),
-                    help="fused CUDA voxel step (mc/fused.py); --fused emulate: its array twin")
+    ap.add_argument("--engine", default="auto", choices=("auto", "array", "kernel"),
+                    help="transport engine (default: the kernel where it builds)")
     ap.add_argument("--workdir", default=None, help="folder for the spine case files (default: a temporary one)")
     a = ap.parse_args(argv)
     if a.workers is not None and a.workers < 1:
@@ -501,7 +501,7 @@ def main(argv=None) -> int:
             rows.append(run_problem(n, a.backend, ci=a.ci, workers=a.workers, histories=a.histories,
                                     batch_histories=a.batch_histories, seed=a.seed, time_budget_s=a.time_budget,
                                     bank_size=a.bank_size, workdir=a.workdir,
-                                    malloc_trim=not a.no_dask_malloc_trim, fused=a.fused))
+                                    malloc_trim=not a.no_dask_malloc_trim, engine=a.engine))
         except ProblemUnavailable as exc:
             print(f"skipped: {exc}", file=sys.stderr)
             if a.problem != "all":

@@ -296,18 +296,6 @@ def test_egsphant_input(tmp_path, library):
     assert np.array_equal(a.dose_gy, b.dose_gy)
 
 
-def test_fused_twin_in_a_patient_run(tmp_path):
-    """[simulation] fused = "emulate" (the fused kernel's array twin) gives the array transport's dose."""
-    a = run_patient(load_run_config(_bone_case(tmp_path / "a", sim="histories = 20_000\nbatch_histories = 10_000\n"
-                                                                  "min_batches = 2")),
-                    tmp_path / "oa", progress=False, echo=lambda m: None)
-    b = run_patient(load_run_config(_bone_case(tmp_path / "b", sim="histories = 20_000\nbatch_histories = 10_000\n"
-                                                                  "min_batches = 2\nfused = \"emulate\"")),
-                    tmp_path / "ob", progress=False, echo=lambda m: None)
-    assert a.run.voxel_steps == b.run.voxel_steps
-    np.testing.assert_allclose(b.dose_gy, a.dose_gy, rtol=1e-10, atol=0)
-
-
 def test_dose_kinds_scale_consistently(tmp_path):
     """Same histories: total dose = initial rate x tau; a 0..t window -> total as t -> inf; rate decays."""
     sim = "histories = 20_000\nbatch_histories = 10_000\nmin_batches = 2"

@@ -9,7 +9,7 @@ from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
 from brachymc.mc.tables_cache import load_or_build_tables
 from brachymc.mc.physics import PhysicsSettings
 from brachymc.mc.tally import DoseTally
-from brachymc.mc.transport import Transport, TransportSettings
+from brachymc.mc.transport import TransportSettings, make_transport
 from brachymc.pipeline.runner import RunInterrupted, StopRule, batch_seed_sequence, run_batches
 from brachymc.sources.simple import PointSource
 from brachymc.sources.spectrum import load_spectrum
@@ -22,7 +22,7 @@ def problem(library):
     ph = VoxelPhantom.homogeneous(g, library["water"]).with_box(library["cortical_bone"], (0.5, -2, -2), (2, 2, 2))
     ts = TransportSettings(bank_size=4096, score_water=True)
     tables = load_or_build_tables(list(ph.materials), PhysicsSettings())
-    tr = Transport(ph, tables, be, ts)
+    tr = make_transport(ph, tables, be, ts)
     src = PointSource((0.0, 0.0, 0.0), load_spectrum("i125_ncrp58"))
     return be, ph, tr, src
 

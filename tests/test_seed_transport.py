@@ -11,7 +11,7 @@ from brachymc.geometry.seed import ActiveRegion, SeedModel, Solid, load_builtin_
 from brachymc.geometry.single_seed import SingleSeedWorld
 from brachymc.mc.tables_cache import load_or_build_tables
 from brachymc.mc.physics import PhysicsSettings
-from brachymc.mc.transport import Transport, TransportSettings
+from brachymc.mc.transport import TransportSettings, make_transport
 from brachymc.sources.simple import PencilBeam
 from brachymc.sources.spectrum import Spectrum
 
@@ -29,12 +29,12 @@ def test_silver_foil_fluorescence(library):
     world = SingleSeedWorld(foil, library, None, radius_cm=2.0, r_edges=[1.9, 2.0], cos_edges=[-1.0, 1.0], backend=be,
                       volume_samples=10)
     tables = load_or_build_tables(list(world.materials), PhysicsSettings())
-    tr = Transport(world, tables, be, TransportSettings())
+    tr = make_transport(world, tables, be, TransportSettings())
     energies = []
     world.score_escape = lambda xp, b, esc, sc: energies.append(b["e"][esc & b["scat"]].copy())
     n = 1_000_000
     tr.run_batch(PencilBeam((0.0, 0.0, -0.5), (0.0, 0.0, 1.0), Spectrum.monoenergetic(30.0)), n,
-                 np.random.default_rng(2024))
+                 np.random.SeedSequence(2024))
     e = np.concatenate(energies)
     ag_k = next(c for c in tables.channels if c.z == 47 and c.shell == "K")
     m = tables.index("silver")

@@ -30,7 +30,7 @@ from brachymc.mc import interactions as ia
 from brachymc.files import atomic_path
 from brachymc.mc.tables_cache import load_or_build_tables
 from brachymc.mc.physics import TABLE_VERSION, PhysicsSettings
-from brachymc.mc.transport import Transport, TransportSettings
+from brachymc.mc.transport import TransportSettings, make_transport
 from brachymc.sources.seed_source import SeedSource
 from brachymc.tg43.shipped import tg43_dir
 
@@ -117,7 +117,7 @@ def air_kerma_strength(model: SeedModel, histories: int = 4_000_000, batches: in
     world = SingleSeedWorld(model, lib, None, radius_cm=rad, r_edges=[rad * 0.999, rad], cos_edges=[-1.0, 1.0],
                       backend=be, volume_samples=10_000)
     tables = load_or_build_tables(list(world.materials), PhysicsSettings(cutoff_kev=ts.cutoff_kev))
-    tr = Transport(world, tables, be, ts)
+    tr = make_transport(world, tables, be, ts)
     scorer = AirKermaScorer(world, tr.tables, distance_cm, half_height_cm, cutoff_kev)
     world.score_escape = scorer
     per = -(-int(histories) // batches)
@@ -129,7 +129,7 @@ def air_kerma_strength(model: SeedModel, histories: int = 4_000_000, batches: in
 
         bar = tqdm(total=per * batches, unit="hist", unit_scale=True, desc=f"{model.key} in vacuo")
     for b in range(batches):
-        sc = tr.run_batch(src, per, be.rng(children[b]), on_progress=bar.update if bar else None)
+        sc = tr.run_batch(src, per, children[b], on_progress=bar.update if bar else None)
         k_air = float(sc.extra.get("air_kerma_raw", 0.0)) / scorer.area / per * KEV_PER_G_TO_GY  # Gy/history
         sk.append(k_air * scorer.d**2)
         e_all.append(float(sc.extra["escaped_e"]) / max(float(sc.extra["escaped_n"]), 1e-300))

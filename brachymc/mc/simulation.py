@@ -21,7 +21,7 @@ from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
 from brachymc.mc.tables_cache import load_or_build_tables
 from brachymc.mc.physics import PhysicsSettings, PhysicsTables
 from brachymc.mc.tally import DoseTally, Estimate
-from brachymc.mc.transport import Transport, TransportSettings
+from brachymc.mc.transport import TransportSettings, make_transport
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def run_simulation(phantom: VoxelPhantom, source, settings: RunSettings,
     backend = get_backend(settings.backend)
     if tables is None:
         tables = load_or_build_tables(list(phantom.materials), settings.physics_settings(), cache=cache)
-    transport = Transport(phantom, tables, backend, settings.transport)
+    transport = make_transport(phantom, tables, backend, settings.transport)
     transport.check_source(source)
     quantities = ("dose",) + (("primary",) if settings.transport.score_primary else ()) + (
         ("collision",) if settings.transport.score_collision else ()) + (
@@ -141,8 +141,7 @@ def run_simulation(phantom: VoxelPhantom, source, settings: RunSettings,
     t0 = time.perf_counter()
     try:
         for child in children:
-            rng = backend.rng(child)
-            sc = transport.run_batch(source, per_batch, rng, on_progress=bar.update if bar is not None else None)
+            sc = transport.run_batch(source, per_batch, child, on_progress=bar.update if bar is not None else None)
             raw = {"dose": sc.kerma, "primary": sc.primary, "collision": sc.collision, "dose_water": sc.water}
             tally.add_batch(raw, per_batch)
             emitted += float(sc.emitted_energy)

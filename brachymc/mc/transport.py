@@ -1,21 +1,14 @@
-"""The photon transport core, written once against an array namespace (NumPy or CuPy).
+"""Transport settings, the raw tallies of a batch, and the choice of engine.
 
-A bank of photons is advanced in lockstep through a *world* (``geometry/world.py``: a voxel
-phantom, or a seed in a scoring medium): every step moves each photon to the nearer of its next
-geometric boundary (exact DDA face, seed surface, scoring shell) or its next interaction site
-(remaining number of mean free paths divided by the step's attenuation coefficient), scores the
-track-length estimator of collision kerma for that chord in the step's scoring bin, and then
-lets the photons that reached their interaction site interact:
+Two engines transport photons with the same physics and the same tables:
 
-* photoelectric absorption, with K (and L, Z >= 30) fluorescence emitted isotropically;
-* incoherent (Compton) scattering, Klein-Nishina x S(x, Z);
-* coherent (Rayleigh) scattering, (1 + cos^2) F(x, Z)^2.
+* the **array engine** (:class:`~brachymc.mc.array_engine.ArrayTransport`): a lockstep bank of
+  photons advanced by array operations on NumPy or CuPy; the reference and the test twin;
+* the **kernel engine** (``mc/kernel_engine.py``): one C++/CUDA source in which one thread
+  takes a photon from birth to death.
 
-Photons that fall below the cutoff deposit their energy in the current voxel. Dead photons are
-compacted away after each step and the bank is refilled from the source when it is half empty.
-
-Tallies (raw, per batch and scoring bin): ``sum(w E mu_en/rho l)`` (keV cm3/g) plus ``w E / rho``
-for local deposits, in float64; divided by the bin's volume this is keV/g.
+:func:`make_transport` builds the one that ``TransportSettings.engine`` names. Both answer
+``run_batch(source, n_histories, stream) -> BatchScores``.
 """
 
 from __future__ import annotations
@@ -25,12 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from brachymc.errors import ConfigError
-from brachymc.geometry.phantom import VoxelPhantom
-from brachymc.geometry.world import VoxelWorld
-from brachymc.mc import interactions as ia
-from brachymc.mc.physics import PhysicsTables
-from brachymc.sources.simple import isotropic
 
+ENGINES = ("auto", "array", "kernel")
 
 
 @dataclass(frozen=True)
@@ -48,10 +37,11 @@ class TransportSettings:
             (mu_en/rho) of water instead of the voxel's medium (large-cavity conversion, photon
             fluence of the medium; Carlsson Tedgren & Ahnesjo, Med Phys 35 (2008) 1487; TG-186).
             The world's materials must include ``water``.
-        fused: use the fused CUDA kernel for the voxel step (CuPy; ``mc/fused.py``): steps in
-            voxels without seeds run in the kernel, steps in voxels that hold seeds in the array
-            code. ``"emulate"``: the kernel's array twin on any backend (tests). Off by default
-            until measured on a GPU.
+        engine: ``"kernel"`` (one thread per photon history, ``mc/kernel_engine.py``), ``"array"``
+            (``mc/array_engine.py``) or ``"auto"``: the kernel where it builds (a C++ compiler on
+            the CPU, CUDA through CuPy on a GPU), else the array engine with a warning.
+        threads: OpenMP threads of the kernel's CPU build (0: one per core). The GPU build and
+            the array engine ignore it.
     """
 
     cutoff_kev: float = 1.0
@@ -59,11 +49,14 @@ class TransportSettings:
     score_primary: bool = False
     score_collision: bool = False
     score_water: bool = False
-    fused: bool | str = False
+    engine: str = "auto"
+    threads: int = 0
 
     def __post_init__(self) -> None:
-        if self.fused not in (False, True, "emulate"):
-            raise ConfigError(f"fused must be false, true or 'emulate', got {self.fused!r}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
+            raise ConfigError(f"threads must be a whole number >= 0 (0: one per core), got {self.threads!r}")
         if not (1.0 <= self.cutoff_kev < 50.0):
             raise ConfigError(f"cutoff_kev must be in [1, 50) keV, got {self.cutoff_kev}")
         if not (0 <= int(self.bank_size) <= 1 << 28):
@@ -105,251 +98,9 @@ class BatchScores:
     extra: dict = field(default_factory=dict)
 
 
-class Transport:
-    """Transport of photons from a source through a world.
+def make_transport(world, tables, backend, settings: TransportSettings):
+    """The engine ``settings.engine`` names, for ``world`` (a world or a voxel phantom) and its
+    physics ``tables`` on ``backend``."""
+    from brachymc.mc.array_engine import ArrayTransport
 
-    Args:
-        world: a :class:`~brachymc.geometry.world.VoxelWorld` or another world (a
-            :class:`~brachymc.geometry.phantom.VoxelPhantom` is wrapped in a VoxelWorld).
-        tables: physics tables for the world's materials, in the same order.
-        backend: a :class:`~brachymc.backend.Backend`.
-        settings: :class:`TransportSettings`.
-    """
-
-    def __init__(self, world, tables: PhysicsTables, backend, settings: TransportSettings):
-        if isinstance(world, VoxelPhantom):
-            world = VoxelWorld(world, backend)
-        names = tuple(m.name for m in world.materials)
-        if tables.material_names != names:
-            raise ConfigError(f"physics tables are for {tables.material_names}, the geometry has {names}")
-        if settings.cutoff_kev != tables.settings.cutoff_kev:
-            raise ConfigError(
-                f"transport cutoff {settings.cutoff_kev} keV differs from the tables' {tables.settings.cutoff_kev} keV"
-            )
-        self.world = world
-        self.backend = backend
-        self.xp = backend.xp
-        self.settings = settings
-        self.tables = tables.to_backend(backend)
-        self._water = None
-        if settings.score_water:
-            if "water" not in names:
-                raise ConfigError("dose to water in medium needs 'water' among the world's materials")
-            self._water = names.index("water")
-        self._fused = None
-        if settings.fused:
-            from brachymc.mc.fused import FusedVoxelStep
-
-            if settings.fused is True and backend.name != "cupy":
-                raise ConfigError("fused GPU kernels need the cupy backend (fused = 'emulate' runs their array twin)")
-            if not hasattr(world, "geom") or hasattr(world, "score_escape"):
-                raise ConfigError(f"the fused voxel step needs a voxel world, not {type(world).__name__}")
-            self._fused = FusedVoxelStep(world, self.tables, backend, water_index=self._water,
-                                         emulate=settings.fused == "emulate")
-
-    # ------------------------------------------------------------------------------------------
-    def new_scores(self) -> BatchScores:
-        xp, n = self.xp, self.world.n_scores
-        s = self.settings
-        zero = (lambda: xp.zeros((), dtype=xp.float64))
-        return BatchScores(
-            kerma=xp.zeros(n, dtype=xp.float64),
-            primary=xp.zeros(n, dtype=xp.float64) if s.score_primary else None,
-            collision=xp.zeros(n, dtype=xp.float64) if s.score_collision else None,
-            water=xp.zeros(n, dtype=xp.float64) if s.score_water else None,
-            emitted_energy=zero(), escaped_energy=zero(), escaped_primary=zero(), absorbed_local=zero(),
-            unscored_energy=zero(),
-        )
-
-    def check_source(self, source) -> None:
-        self.world.check_source(source)
-        emax = source.spectrum.max_energy_kev
-        if emax > self.tables.emax_kev or source.spectrum.min_energy_kev <= self.settings.cutoff_kev:
-            raise ConfigError(
-                f"source energies {source.spectrum.min_energy_kev}-{emax} keV must lie within "
-                f"({self.settings.cutoff_kev}, {self.tables.emax_kev}] keV"
-            )
-
-    # ------------------------------------------------------------------------------------------
-    def _new_photons(self, pos, direction, energy, weight, rng, scattered: bool, state: dict | None = None,
-                     tag=None):
-        xp = self.xp
-        n = energy.shape[0]
-        ie, fe = ia.energy_position(xp, self.tables, energy)
-        bank = {
-            "pos": pos, "dir": direction, "e": energy, "wt": weight,
-            "nmfp": -xp.log1p(-rng.random(n)),
-            "scat": xp.full(n, scattered, dtype=bool), "ie": ie, "fe": fe,
-        }
-        bank.update(state if state is not None else self.world.init_state(xp, pos, tag))
-        return bank
-
-    _PHOTON_FIELDS = ("pos", "dir", "e", "wt", "nmfp", "scat", "ie", "fe")
-
-    @staticmethod
-    def _take(bank, idx):
-        return {k: (v[:, idx] if v.ndim == 2 else v[idx]) for k, v in bank.items()}
-
-    def _concat(self, a, b):
-        xp = self.xp
-        return {k: xp.concatenate([a[k], b[k]], axis=-1) for k in a}
-
-    # ------------------------------------------------------------------------------------------
-    def _step(self, b, rng, sc: BatchScores):
-        """Advance every photon of bank ``b`` to its next boundary or interaction."""
-        n = b["e"].shape[0]
-        sc.steps += n
-        if self._fused is not None:           # fused voxel step (mc/fused.py), seeds in array code
-            hit, m, rho, sidx, inside, deferred = self._fused(b, sc)
-            idx = self.xp.nonzero(deferred)[0]
-            if int(idx.shape[0]):
-                sub = self._take(b, idx)
-                h2, m2, r2, s2, in2 = self._move_and_score(sub, sc, self.world.geometry_step, self.world.cross)
-                for k, v in sub.items():
-                    if v.ndim == 2:
-                        b[k][:, idx] = v
-                    else:
-                        b[k][idx] = v
-                hit[idx], m[idx], rho[idx], sidx[idx], inside[idx] = h2, m2, r2, s2, in2
-            return self._finish_step(b, rng, sc, hit, m, rho, sidx, inside)
-        hit, m, rho, sidx, inside = self._move_and_score(b, sc, self.world.geometry_step, self.world.cross)
-        return self._finish_step(b, rng, sc, hit, m, rho, sidx, inside)
-
-    def _move_and_score(self, b, sc: BatchScores, geometry_step, cross):
-        """Distance to the boundary or interaction, track-length scoring, move, boundary crossing.
-
-        Updates ``b`` (pos, nmfp and the world's state) and returns (hit, m, rho, sidx, inside).
-        """
-        xp, T, bk = self.xp, self.tables, self.backend
-        t_face, m, rho, sidx, ctx = geometry_step(xp, b)
-        mu = rho * ia.interp_log(T.ln_mu, m, b["ie"], b["fe"], xp)
-        d_int = xp.where(mu > 0, b["nmfp"] / xp.where(mu > 0, mu, 1.0), np.inf)
-        hit = d_int < t_face
-        d = xp.where(hit, d_int, t_face)
-
-        # track-length estimator of collision kerma: w E (mu_en/rho) l, in the step's scoring bin
-        scored = sidx >= 0
-        bin_ = xp.where(scored, sidx, 0)
-        score = xp.where(scored, b["wt"] * b["e"] * ia.interp_log(T.ln_muen, m, b["ie"], b["fe"], xp) * d, 0.0)
-        bk.scatter_add(sc.kerma, bin_, score)
-        if sc.primary is not None:
-            bk.scatter_add(sc.primary, bin_, xp.where(b["scat"], 0.0, score))
-        if sc.water is not None:
-            mw = xp.full_like(m, self._water)
-            bk.scatter_add(sc.water, bin_, xp.where(
-                scored, b["wt"] * b["e"] * ia.interp_log(T.ln_muen, mw, b["ie"], b["fe"], xp) * d, 0.0))
-
-        b["pos"] = b["pos"] + b["dir"] * d
-        b["nmfp"] = b["nmfp"] - mu * d
-        inside = cross(xp, b, ~hit, ctx)
-        return hit, m, rho, sidx, inside
-
-    def _finish_step(self, b, rng, sc: BatchScores, hit, m, rho, sidx, inside):
-        """Escapes, interactions at the photons' sites and compaction of the bank."""
-        xp, world = self.xp, self.world
-        escaped = ~inside
-        esc_e = xp.where(escaped, b["wt"] * b["e"], 0.0)
-        sc.escaped_energy += xp.sum(esc_e)
-        sc.escaped_primary += xp.sum(xp.where(b["scat"], 0.0, esc_e))
-        if hasattr(world, "score_escape"):
-            world.score_escape(xp, b, escaped, sc)
-        alive = inside
-
-        secondaries = None
-        idx = xp.nonzero(hit)[0]
-        if int(idx.shape[0]):
-            secondaries = self._interact(b, idx, m[idx], sidx[idx], rho[idx], alive, rng, sc)
-        keep = xp.nonzero(alive)[0]
-        b = self._take(b, keep)
-        if secondaries is not None:
-            b = self._concat(b, secondaries)
-        return b
-
-    def _interact(self, b, idx, m, sidx, rho, alive, rng, sc: BatchScores):
-        """Interactions of photons ``idx`` (in place on the bank); returns fluorescence photons."""
-        xp, T, bk = self.xp, self.tables, self.backend
-        k = int(idx.shape[0])
-        e = b["e"][idx]
-        wt = b["wt"][idx]
-        ie, fe = b["ie"][idx], b["fe"][idx]
-        r = rng.random(k)
-        p_photo = ia.interp_lin(T.p_photo, m, ie, fe)
-        p_incoh = ia.interp_lin(T.p_incoh, m, ie, fe)
-        is_photo = r < p_photo
-        is_incoh = (~is_photo) & (r < p_photo + p_incoh)
-
-        # scattering (computed for all, used where not absorbed)
-        u_ang = rng.random(k)
-        cos_c = ia.sample_cos_theta(xp, T.compton_q, T, m, e, u_ang, T.compton_pdf)
-        cos_r = ia.sample_cos_theta(xp, T.rayleigh_q, T, m, e, u_ang, T.rayleigh_pdf)
-        cos_t = xp.where(is_incoh, cos_c, cos_r)
-        e_out = xp.where(is_incoh, ia.compton_energy(e, cos_t), e)
-        phi = 2.0 * np.pi * rng.random(k)
-        new_dir = ia.rotate(xp, b["dir"][:, idx], cos_t, phi)
-
-        # photoabsorption and fluorescence
-        emit, e_fl = ia.sample_fluorescence(xp, T, m, ie, rng.random(k), rng.random(k))
-        emit = emit & is_photo
-        e_fl = xp.where(emit, e_fl, 0.0)
-
-        low = (~is_photo) & (e_out < self.settings.cutoff_kev)
-        survive = (~is_photo) & (~low)
-        local = xp.where(low, e_out, 0.0)            # sub-cutoff photon energy, deposited here
-        scored = sidx >= 0
-        bin_ = xp.where(scored, sidx, 0)
-        if bool(low.any()):
-            bk.scatter_add(sc.kerma, bin_, xp.where(scored, wt * local / rho, 0.0))
-            sc.absorbed_local += xp.sum(wt * local)
-        dep = xp.where(is_photo, e - e_fl, e - e_out) + local
-        sc.unscored_energy += xp.sum(xp.where(scored, 0.0, wt * dep))
-        if sc.collision is not None:
-            bk.scatter_add(sc.collision, bin_, xp.where(scored, wt * dep / rho, 0.0))
-
-        e_new = xp.where(survive, e_out, e)
-        b["e"][idx] = e_new
-        b["dir"][:, idx] = xp.where(survive, new_dir, b["dir"][:, idx])
-        b["scat"][idx] = True
-        b["nmfp"][idx] = -xp.log1p(-rng.random(k))
-        ie_new, fe_new = ia.energy_position(xp, T, e_new)
-        b["ie"][idx] = ie_new
-        b["fe"][idx] = fe_new
-        alive[idx] = survive
-
-        j = xp.nonzero(emit)[0]
-        if int(j.shape[0]) == 0:
-            return None
-        src = idx[j]
-        state = {k: self._take({k: b[k]}, src)[k] for k in b if k not in self._PHOTON_FIELDS}
-        return self._new_photons(
-            b["pos"][:, src].copy(), isotropic(xp, rng, int(j.shape[0])), e_fl[j], wt[j], rng, scattered=True,
-            state=state)
-
-    # ------------------------------------------------------------------------------------------
-    def run_batch(self, source, n_histories: int, rng, scores: BatchScores | None = None,
-                  on_progress=None) -> BatchScores:
-        """Transport ``n_histories`` source photons to completion and return the raw tallies.
-
-        ``on_progress(n)`` is called with the number of source photons started at each refill.
-        """
-        self.check_source(source)
-        sc = scores if scores is not None else self.new_scores()
-        xp = self.xp
-        size = int(self.settings.bank_size) or auto_bank_size(self.backend)
-        remaining = int(n_histories)
-        bank = None
-        n_alive = 0
-        while remaining > 0 or n_alive > 0:
-            if remaining > 0 and n_alive <= size // 2:
-                add = min(remaining, size - n_alive)
-                ph = source.sample(xp, rng, add)
-                new = self._new_photons(ph.position, ph.direction, ph.energy, ph.weight, rng, scattered=False,
-                                        tag=ph.tag)
-                sc.emitted_energy += xp.sum(ph.weight * ph.energy)
-                bank = new if bank is None else self._concat(bank, new)
-                remaining -= add
-                if on_progress is not None:
-                    on_progress(add)
-            bank = self._step(bank, rng, sc)
-            n_alive = int(bank["e"].shape[0])
-        sc.histories += int(n_histories)
-        return sc
+    return ArrayTransport(world, tables, backend, settings)

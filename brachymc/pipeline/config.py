@@ -146,7 +146,8 @@ class SimulationInput:
     checkpoint_every_s: float = 60.0
     bank_size: int = 1 << 16
     sk_source: str = "library"
-    fused: bool | str = False
+    engine: str = "auto"
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -273,8 +274,11 @@ def parse_run_config(data: dict, base: Path, source: str) -> PatientRunConfig:
                  time_budget_s=_positive)
     if sim.mode not in ("full", "superposition"):
         raise ConfigError(f"{source}: [simulation].mode must be 'full' or 'superposition', got {sim.mode!r}")
-    if sim.fused not in (False, True, "emulate"):
-        raise ConfigError(f"{source}: [simulation].fused must be false, true or 'emulate', got {sim.fused!r}")
+    if sim.engine not in ("auto", "array", "kernel"):
+        raise ConfigError(f"{source}: [simulation].engine must be auto, array or kernel, got {sim.engine!r}")
+    if isinstance(sim.threads, bool) or not isinstance(sim.threads, int) or sim.threads < 0:
+        raise ConfigError(f"{source}: [simulation].threads must be a whole number >= 0 (0: one per core), "
+                          f"got {sim.threads!r}")
     if sim.backend not in ("auto", "numpy", "cupy"):
         raise ConfigError(f"{source}: [simulation].backend must be auto, numpy or cupy, got {sim.backend!r}")
     if not (isinstance(sim.seed, int) and sim.seed >= 0):

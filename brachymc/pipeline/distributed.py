@@ -50,7 +50,7 @@ class BatchProblem:
         from brachymc.backend import get_backend
         from brachymc.mc.tables_cache import load_or_build_tables
         from brachymc.mc.physics import PhysicsSettings
-        from brachymc.mc.transport import Transport
+        from brachymc.mc.transport import make_transport
 
         be = get_backend(self.backend)
         if self.model is not None:
@@ -68,7 +68,7 @@ class BatchProblem:
             world = VoxelWorld(self.phantom, be)
             source = self.source
         tables = load_or_build_tables(list(world.materials), PhysicsSettings(cutoff_kev=self.transport.cutoff_kev))
-        return Transport(world, tables, be, self.transport), source
+        return make_transport(world, tables, be, self.transport), source
 
 
 def _resident(problem: BatchProblem):

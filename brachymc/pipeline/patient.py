@@ -47,7 +47,7 @@ from brachymc.files import atomic_path
 from brachymc.materials import MaterialLibrary, default_library
 from brachymc.mc.physics import PhysicsSettings
 from brachymc.mc.tally import DoseTally, Estimate
-from brachymc.mc.transport import Transport, TransportSettings
+from brachymc.mc.transport import TransportSettings, make_transport
 from brachymc.pipeline.config import PatientRunConfig
 from brachymc.pipeline.runner import BatchRunResult, StopRule, run_batches
 from brachymc.sources.plan import SeedPlan
@@ -405,9 +405,10 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
                              volume_samples=100_000)
     from brachymc.mc.tables_cache import load_or_build_tables
 
-    ts = TransportSettings(bank_size=s.bank_size, score_water=cfg.dose.dose_to_water, fused=s.fused)
+    ts = TransportSettings(bank_size=s.bank_size, score_water=cfg.dose.dose_to_water,
+                           engine=s.engine, threads=s.threads)
     tables = load_or_build_tables(list(world.materials), PhysicsSettings(cutoff_kev=ts.cutoff_kev))
-    transport = Transport(world, tables, backend, ts)
+    transport = make_transport(world, tables, backend, ts)
     sk_now = inputs.plan.sk_at_implant()
     source = SeedSetSource(inputs.model, placements_of(inputs.plan), weights=tuple(sk_now))
     sk_hist = air_kerma_per_history(inputs.model, s.sk_source, backend=s.backend)

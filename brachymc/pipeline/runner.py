@@ -194,8 +194,7 @@ def compute_batch(transport, source, quantities: dict[str, str], histories: int,
     in-process loop and the Dask workers. ``to_host`` copies the tallies to NumPy arrays.
     """
     be = transport.backend
-    rng = be.rng(batch_seed_sequence(seed, batch))
-    sc = transport.run_batch(source, histories, rng, on_progress=on_progress)
+    sc = transport.run_batch(source, histories, batch_seed_sequence(seed, batch), on_progress=on_progress)
     out = {"tallies": {q: getattr(sc, f) for q, f in quantities.items()}}
     if to_host:
         out["tallies"] = {q: be.asnumpy(v) for q, v in out["tallies"].items()}

@@ -152,7 +152,7 @@ def run_primary_check(model: SeedModel, settings: PrimaryCheckSettings = Primary
     from brachymc.mc.tables_cache import load_or_build_tables
     from brachymc.materials import default_library
     from brachymc.mc.physics import PhysicsSettings
-    from brachymc.mc.transport import Transport, TransportSettings
+    from brachymc.mc.transport import TransportSettings, make_transport
     from brachymc.geometry.seed import model_fingerprint
     from brachymc.sources.seed_source import SeedSource
     from brachymc.tg43.dose import geometry_factor_line
@@ -199,12 +199,12 @@ def run_primary_check(model: SeedModel, settings: PrimaryCheckSettings = Primary
     t_ray = time.perf_counter() - t0
     log(f"ray integration: {len(ray)} bins x {s.n_decays} decays in {t_ray:.0f} s")
 
-    tr = Transport(world, tables, bk, TransportSettings(score_primary=True, bank_size=1 << 17))
+    tr = make_transport(world, tables, bk, TransportSettings(score_primary=True, bank_size=1 << 17))
     vol = world.score_volume
     per = s.histories // s.batches
     prim = []
     for seq in np.random.SeedSequence([s.seed, 2]).spawn(s.batches):
-        sc = tr.run_batch(src, per, bk.rng(seq))
+        sc = tr.run_batch(src, per, seq)
         prim.append(bk.asnumpy(sc.primary).reshape(world.score_shape) / vol / per)
     prim = np.array(prim)
     log(f"MC: {per * s.batches} histories in {time.perf_counter() - t0 - t_ray:.0f} s")

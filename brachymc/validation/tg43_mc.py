@@ -34,7 +34,7 @@ from brachymc.mc.air_kerma import air_kerma_strength
 from brachymc.mc.tables_cache import load_or_build_tables
 from brachymc.mc.physics import PhysicsSettings
 from brachymc.mc.tally import DoseTally
-from brachymc.mc.transport import Transport, TransportSettings
+from brachymc.mc.transport import TransportSettings, make_transport
 from brachymc.sources.seed_source import SeedSource
 from brachymc.constants import KEV_PER_G_TO_GY
 
@@ -179,7 +179,7 @@ def run_tg43(model: SeedModel, settings: TG43RunSettings = TG43RunSettings(), pr
     r_edges, cos_edges, r_bin, th_bins = _bins(settings.radial_half_width)
     world = SingleSeedWorld(model, lib, lib["water"], settings.water_radius_cm, r_edges, cos_edges, backend)
     tables_w = load_or_build_tables(list(world.materials), PhysicsSettings(cutoff_kev=ts.cutoff_kev))
-    tr_w = Transport(world, tables_w, backend, ts)
+    tr_w = make_transport(world, tables_w, backend, ts)
     tally = DoseTally(backend, world.score_shape, world.score_volume)
     per = -(-settings.histories // settings.batches)
     vol = world.score_volume
@@ -189,7 +189,7 @@ def run_tg43(model: SeedModel, settings: TG43RunSettings = TG43RunSettings(), pr
 
         bar = tqdm(total=per * settings.batches, unit="hist", unit_scale=True, desc=f"{model.key} in water")
     for b in range(settings.batches):
-        sc = tr_w.run_batch(src, per, backend.rng(children[settings.batches + b]),
+        sc = tr_w.run_batch(src, per, children[settings.batches + b],
                             on_progress=bar.update if bar else None)
         tally.add_batch({"dose": sc.kerma}, per)
         raw = backend.asnumpy(sc.kerma).reshape(world.score_shape)

@@ -177,6 +177,9 @@ class KernelTransport:
         self._pack_world(world)
         self._source_key = None
         self._ak = None
+        #: energy bin edges (keV) of an optional spectrum of the photons that leave the world after
+        #: interacting (scattered or fluorescence); None: off. Results: ``BatchScores.extra["escape_spectrum"]``.
+        self.escape_spectrum_edges = None
 
     # ---------------------------------------------------------------------------------- packing
     def _pack_tables(self, tables: PhysicsTables, names) -> None:
@@ -333,6 +336,13 @@ class KernelTransport:
             b.set(private_tallies=private, private_stride=stride,
                   private_buf=np.zeros((threads - 1) * stride) if private else None)
         b.set(acc=acc)
+        hist = None
+        if self.escape_spectrum_edges is not None:
+            edges = np.asarray(self.escape_spectrum_edges, float)
+            hist = self.xp.zeros(edges.size - 1)
+            b.set(n_esc_bins=edges.size - 1, esc_edges=edges, esc_hist=hist)
+        else:
+            b.set(n_esc_bins=0, esc_edges=None, esc_hist=None)
         done = 0
         while done < n_total:
             n = min(chunk, n_total - done)
@@ -367,8 +377,12 @@ class KernelTransport:
                                ("escaped_e", "BMC_ACC_ESC_E"), ("escaped_n5", "BMC_ACC_ESC_N5"),
                                ("escaped_e5", "BMC_ACC_ESC_E5")):
                 sc.extra[name] = sc.extra.get(name, 0.0) + tot[_ACC[slot]]
+        if hist is not None:
+            prev = sc.extra.get("escape_spectrum")
+            h = self.backend.asnumpy(hist)
+            sc.extra["escape_spectrum"] = h if prev is None else prev + h
         # the block's output pointers refer to this batch's arrays: drop them
-        b.set(kerma=None, primary=None, collision=None, water=None, private_buf=None, acc=None)
+        b.set(kerma=None, primary=None, collision=None, water=None, private_buf=None, acc=None, esc_hist=None)
         return sc
 
     def describe(self) -> dict:

@@ -85,6 +85,9 @@ struct BmcParams {
     double ak_distance;
     double ak_half_height;
     double ak_cutoff;
+    // spectrum of the photons that leave the world after interacting (n_esc_bins = 0: off)
+    long long n_esc_bins;
+    const double* esc_edges;       // (n_esc_bins + 1) keV
     // ---- seed model (geometry/seed.py SeedModel), up to 32 solids ---------------------------------
     long long n_solids;
     long long n_cyl;
@@ -131,6 +134,7 @@ struct BmcParams {
     double* private_buf;           // CPU private tallies: (threads - 1) x private_stride, or null
     long long private_stride;      // doubles per thread: n_scores x the tallies in use
     double* acc;                   // (threads, BMC_NACC) energy bookkeeping per thread (GPU: 1 row)
+    double* esc_hist;              // (n_esc_bins) weight of escaping scattered/fluorescence photons
 };
 
 // energy bookkeeping, per thread (keV unless noted)

@@ -41,6 +41,10 @@ BMC_DEVICE void bmc_escape(const BmcParams* P, const BmcPhoton* ph, double* acc)
     const double we = ph->wt * ph->e;
     acc[BMC_ACC_ESCAPED] += we;
     if (!ph->scat) acc[BMC_ACC_ESCAPED_PRIMARY] += we;
+    if (P->n_esc_bins > 0 && ph->scat) {
+        const int k = bmc_upper_bound(P->esc_edges, (int)P->n_esc_bins + 1, ph->e) - 1;
+        if (k >= 0 && k < (int)P->n_esc_bins) bmc_atomic_add(P->esc_hist + k, ph->wt);
+    }
     if (!P->score_air_kerma) return;
     // air kerma in vacuo on the cylinder band |z| <= h at distance d from the seed axis
     acc[BMC_ACC_ESC_N] += ph->wt;

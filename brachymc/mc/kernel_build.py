@@ -14,7 +14,7 @@ and version) and the flags, under ``<cache>/kernels/`` (``brachymc cache info``;
 time, so editable installs, wheels and a shared home directory on a cluster all work, and a
 changed source is rebuilt automatically. ``-march=native`` is used only when the cache key also
 holds the processor model (``BRACHYMC_KERNEL_PORTABLE=1`` turns it off, e.g. for a cache shared by
-different nodes).
+different nodes); ``BRACHYMC_KERNEL_CXXFLAGS`` adds flags (e.g. ``-g`` to profile).
 """
 
 from __future__ import annotations
@@ -101,9 +101,10 @@ def _cpu_model() -> str:
 
 
 def _native_flags() -> tuple[str, ...]:
+    extra = tuple(os.environ.get("BRACHYMC_KERNEL_CXXFLAGS", "").split())   # e.g. "-g" for profiling
     if os.environ.get("BRACHYMC_KERNEL_PORTABLE"):
-        return ()
-    return ("-march=native",) if platform.machine() in ("x86_64", "AMD64") else ("-mcpu=native",)
+        return extra
+    return (("-march=native",) if platform.machine() in ("x86_64", "AMD64") else ("-mcpu=native",)) + extra
 
 
 def _try_compile(cxx: str, src: Path, out: Path, flags: tuple[str, ...]) -> str | None:

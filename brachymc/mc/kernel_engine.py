@@ -226,7 +226,7 @@ class KernelTransport:
         g = world.geom
         b.set(world_kind=0, nx=g.nx, ny=g.ny, nz=g.nz, ox=g.origin[0], oy=g.origin[1], oz=g.origin[2],
               sx=g.spacing[0], sy=g.spacing[1], sz=g.spacing[2],
-              vox_mat=world.mat.astype(self.xp.int32), vox_rho=world.rho)
+              vox=self._voxel_words(world))
         if isinstance(world, SeededVoxelWorld):
             self.model = world.model
             b.set(n_seeds=len(world.placements), max_per_voxel=world.max_per_voxel,
@@ -234,6 +234,20 @@ class KernelTransport:
                   flag_table=world._flag_table.astype(self.xp.int32),
                   seed_frame=_frames(world.centers, world.axes), seed_radius=world.seed_radius,
                   **self._model_params(world.model, world._solid_mat, world._solid_rho))
+
+    def _voxel_words(self, world):
+        """One 64-bit word per voxel: its density (float32 bits, exact: phantoms hold float32) and its
+        material with a flag for voxels that meet a seed (one memory access per voxel step)."""
+        xp = self.xp
+        rho32 = world.rho.astype(xp.float32)
+        if not bool(xp.all(rho32.astype(xp.float64) == world.rho)):
+            raise ConfigError("voxel densities must be float32 values for the kernel engine")
+        if len(world.materials) > 0xFFFF:
+            raise ConfigError(f"{len(world.materials)} materials: the kernel engine handles up to 65535")
+        hi = world.mat.astype(xp.int64)
+        if isinstance(world, SeededVoxelWorld):
+            hi = hi | xp.where(world._flag_row >= 0, _ACC["BMC_VOX_SEEDS"], 0).astype(xp.int64)
+        return (hi << 32) | rho32.view(xp.uint32).astype(xp.int64)
 
     def _pack_source(self, source) -> None:
         key = id(source)
@@ -329,12 +343,12 @@ class KernelTransport:
             chunk = CPU_CHUNK_PER_THREAD * threads
             n_tallies = sum(x is not None for x in (sc.kerma, sc.primary, sc.collision, sc.water))
             stride = n_tallies * self.world.n_scores
-            private = threads > 1 and (threads - 1) * stride * 8 <= PRIVATE_TALLY_LIMIT_BYTES
+            private = (threads - 1) * stride * 8 <= PRIVATE_TALLY_LIMIT_BYTES
             if threads > 1 and not private:
                 log.warning("private tallies for %d threads would need %.1f GiB: using atomic adds (doses then "
                             "vary between runs in the last bits)", threads, (threads - 1) * stride * 8 / 2**30)
             b.set(private_tallies=private, private_stride=stride,
-                  private_buf=np.zeros((threads - 1) * stride) if private else None)
+                  private_buf=np.zeros((threads - 1) * stride) if private and threads > 1 else None)
         b.set(acc=acc)
         hist = None
         if self.escape_spectrum_edges is not None:
@@ -352,8 +366,6 @@ class KernelTransport:
                 blocks = max(1, min(-(-n // GPU_BLOCK), GPU_MAX_BLOCKS))
                 self._function((blocks,), (GPU_BLOCK,), (dev,))
             else:
-                if b.get("private_tallies"):
-                    b.get("private_buf")[:] = 0.0
                 self._lib.run(b.address(), threads)
             done += n
             if on_progress is not None:

@@ -57,8 +57,8 @@ struct BmcParams {
     double sx;                     // voxel size (cm)
     double sy;
     double sz;
-    const int* vox_mat;            // (nz*ny*nx)
-    const double* vox_rho;         // (nz*ny*nx) g/cm3
+    const long long* vox;          // (nz*ny*nx) per voxel: low 32 bits the density (float32 bits,
+                                   // g/cm3), high 32 bits the material | BMC_VOX_SEEDS if seeds meet it
     // seeds in the phantom (n_seeds = 0: none)
     long long n_seeds;
     long long max_per_voxel;       // columns of flag_table
@@ -136,6 +136,9 @@ struct BmcParams {
     double* acc;                   // (threads, BMC_NACC) energy bookkeeping per thread (GPU: 1 row)
     double* esc_hist;              // (n_esc_bins) weight of escaping scattered/fluorescence photons
 };
+
+#define BMC_VOX_SEEDS 1073741824   // 1 << 30
+#define BMC_VOX_MAT 65535          // 0xffff
 
 // energy bookkeeping, per thread (keV unless noted)
 #define BMC_ACC_EMITTED 0

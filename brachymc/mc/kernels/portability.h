@@ -33,6 +33,8 @@ BMC_DEVICE bmc_u32 bmc_mulhi32(bmc_u32 a, bmc_u32 b) { return __umulhi(a, b); }
 BMC_DEVICE bmc_u64 bmc_double_bits(double x) { return (bmc_u64)__double_as_longlong(x); }
 BMC_DEVICE double bmc_bits_double(bmc_u64 b) { return __longlong_as_double((long long)b); }
 BMC_DEVICE double bmc_sqrt(double x) { return sqrt(x); }      // IEEE correctly rounded
+BMC_DEVICE float bmc_bits_float(bmc_u32 b) { return __uint_as_float(b); }
+#define bmc_prefetch(p) ((void)0)
 
 #else
 #define BMC_CPU 1
@@ -67,6 +69,8 @@ BMC_DEVICE bmc_u32 bmc_mulhi32(bmc_u32 a, bmc_u32 b) { return (bmc_u32)(((bmc_u6
 BMC_DEVICE bmc_u64 bmc_double_bits(double x) { bmc_u64 b; std::memcpy(&b, &x, 8); return b; }
 BMC_DEVICE double bmc_bits_double(bmc_u64 b) { double x; std::memcpy(&x, &b, 8); return x; }
 BMC_DEVICE double bmc_sqrt(double x) { return std::sqrt(x); }  // IEEE correctly rounded
+BMC_DEVICE float bmc_bits_float(bmc_u32 b) { float x; std::memcpy(&x, &b, 4); return x; }
+#define bmc_prefetch(p) __builtin_prefetch((const void*)(p), 1, 3)
 #endif
 
 #define BMC_BIG 1e30

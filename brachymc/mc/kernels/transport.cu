@@ -136,9 +136,8 @@ BMC_DEVICE void bmc_history(const BmcParams* P, long long h, const BmcTally& T, 
     const int voxels = P->world_kind == 0;
     if (voxels) bmc_init_voxel(P, &ph);
     BmcStep st;
-    for (long long n = 0;; ++n) {
-        if (n >= BMC_MAX_STEPS) { acc[BMC_ACC_LOST] += 1.0; return; }    // lost photon (never expected)
-        acc[BMC_ACC_STEPS] += 1.0;
+    for (long long n = 1;; ++n) {
+        if (n > BMC_MAX_STEPS) { acc[BMC_ACC_LOST] += 1.0; acc[BMC_ACC_STEPS] += (double)(n - 1); return; }
         if (voxels) bmc_voxel_step(P, &ph, &st); else bmc_seed_world_step(P, &ph, &st);
         bmc_coefficients(P, &ph, st.m);
         const double mu = st.rho * ph.mu_rho;
@@ -158,10 +157,10 @@ BMC_DEVICE void bmc_history(const BmcParams* P, long long h, const BmcTally& T, 
             int inside;
             if (voxels) inside = st.axis < 0 ? 1 : bmc_cross_face(P, &ph, st.axis);
             else inside = bmc_seed_world_inside(P, &ph);
-            if (!inside) { bmc_escape(P, &ph, acc); return; }
+            if (!inside) { bmc_escape(P, &ph, acc); acc[BMC_ACC_STEPS] += (double)n; return; }
             continue;
         }
-        if (!bmc_interact(P, &g, &ph, st, T, acc)) return;
+        if (!bmc_interact(P, &g, &ph, st, T, acc)) { acc[BMC_ACC_STEPS] += (double)n; return; }
     }
 }
 
@@ -232,14 +231,17 @@ int bmc_run_cpu(const BmcParams* P, int n_threads) {
         for (int q = 0; q < 4; ++q) {
             double* out = outs[q];
             if (!out) continue;
-            const double* priv = P->private_buf + (long long)slot * n;
-            slot += 1;
 #pragma omp parallel for num_threads(n_threads) schedule(static)
             for (long long v = 0; v < n; ++v) {
                 double s = out[v];
-                for (int t = 1; t < used; ++t) s += priv[(long long)(t - 1) * P->private_stride + v];
+                for (int t = 1; t < used; ++t) {
+                    double* pv = P->private_buf + (long long)(t - 1) * P->private_stride + (long long)slot * n + v;
+                    s += *pv;
+                    *pv = 0.0;                      // ready for the next launch
+                }
                 out[v] = s;
             }
+            slot += 1;
         }
     }
     return used;

@@ -60,12 +60,19 @@ BMC_DEVICE void bmc_voxel_step(const BmcParams* P, const BmcPhoton* ph, BmcStep*
     if (tf[2] < t_face) t_face = tf[2];
     const int axis = tf[0] == t_face ? 0 : (tf[1] == t_face ? 1 : 2);
     const long long flat = ((long long)ph->ivox[2] * P->ny + ph->ivox[1]) * P->nx + ph->ivox[0];
-    st->m = P->vox_mat[flat];
-    st->rho = P->vox_rho[flat];
+    {   // the voxel across the nearest face is very likely the next one: start loading it now
+        const long long stride = axis == 0 ? 1 : (axis == 1 ? P->nx : P->nx * P->ny);
+        const long long next = flat + (ph->dir[axis] > 0 ? stride : -stride);
+        if (next >= 0 && next < P->n_scores) { bmc_prefetch(P->vox + next); bmc_prefetch(P->kerma + next); }
+    }
+    const bmc_u64 word = (bmc_u64)P->vox[flat];
+    const int matflag = (int)(word >> 32);
+    st->m = matflag & BMC_VOX_MAT;
+    st->rho = (double)bmc_bits_float((bmc_u32)(word & 0xffffffffu));
     st->bin = flat;
     st->t = t_face;
     st->axis = axis;
-    if (P->n_seeds == 0) return;
+    if (!(matflag & BMC_VOX_SEEDS)) return;
     const int row = P->flag_row[flat];
     if (row < 0) return;
     const int K = (int)P->max_per_voxel;

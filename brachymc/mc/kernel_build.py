@@ -133,9 +133,13 @@ def cpu_library() -> "KernelLibrary":
             lib = folder / "libbrachymc_kernel.so"
             if not lib.is_file():
                 folder.mkdir(parents=True, exist_ok=True)
+                # the source stays beside the library (debuggers and profilers read it)
+                src = folder / "brachymc_kernel.cpp"
+                if not src.is_file() or src.read_text() != kernel_source():
+                    src_tmp = folder / f".src-{os.getpid()}-{threading.get_ident()}.cpp"
+                    src_tmp.write_text(kernel_source())
+                    os.replace(src_tmp, src)
                 with tempfile.TemporaryDirectory(dir=folder) as tmp:
-                    src = Path(tmp) / "brachymc_kernel.cpp"
-                    src.write_text(kernel_source())
                     built = Path(tmp) / lib.name
                     err = _try_compile(cxx, src, built, flags)
                     if err is not None:

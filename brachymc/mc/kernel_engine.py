@@ -116,7 +116,9 @@ def seed_model_params(model: SeedModel) -> dict:
         offsets.append(offsets[-1] + cells[-1].size)
         act_cell.append((prop["zlo"], prop["dz"], prop["dr2"], prop["nr"]))
         act_solid.append(i)
+    zlo, zhi, r_env = model.bounds()
     return dict(
+        env_zlo=zlo, env_zhi=zhi, env_r2=r_env * r_env,
         n_solids=n, solid_box=box, solid_cone=cone, solid_sph=sph, solid_counts=counts, solid_sub=sub,
         solid_order=np.array(order, dtype=np.int32),
         n_cyl=len(surf["cylinders"]), cyl_r2=np.array([r * r for r in surf["cylinders"]]),

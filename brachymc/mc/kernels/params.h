@@ -94,6 +94,9 @@ struct BmcParams {
     long long n_planes;
     long long n_cone_surf;
     long long n_sph_surf;
+    double env_zlo;                // the seed's envelope: the cylinder r <= env_r, env_zlo <= z <= env_zhi
+    double env_zhi;                // that holds every solid (SeedModel.bounds)
+    double env_r2;
     const double* solid_box;       // (n_solids, 4): r_max^2, r_min^2, z_min, z_max (+-inf: none)
     const double* solid_cone;      // (n_solids, 4, 2): (k, slope) of r <= k + slope z
     const double* solid_sph;       // (n_solids, 2, 2): (z0, radius^2)

@@ -40,8 +40,13 @@ BMC_DEVICE unsigned int bmc_solid_inside(const BmcParams* P, double z, double r2
     return in;
 }
 
+BMC_DEVICE int bmc_in_envelope(const BmcParams* P, double z, double r2) {
+    return r2 <= P->env_r2 && z >= P->env_zlo && z <= P->env_zhi;
+}
+
 // Index of the solid containing the point, -1 outside the seed (the lowest index if several).
 BMC_DEVICE int bmc_seed_locate(const BmcParams* P, double z, double r2) {
+    if (!bmc_in_envelope(P, z, r2)) return -1;
     const unsigned int in = bmc_solid_inside(P, z, r2);
     if (in == 0u) return -1;
     int i = 0;
@@ -49,18 +54,23 @@ BMC_DEVICE int bmc_seed_locate(const BmcParams* P, double z, double r2) {
     return i;
 }
 
-// Smallest root > eps of a t^2 + b t + c = 0 that is below best (numerically stable form). A
-// discriminant negative by rounding only is a tangency: its double root stays a stop.
+// Smallest root > eps of a t^2 + b t + c = 0 that is below best (numerically stable form: the roots
+// are qq / a and c / qq). A discriminant negative by rounding only is a tangency: its double root
+// stays a stop. A root is divided out only when its sign is positive (most are not).
 BMC_DEVICE double bmc_quad_next(double a, double b, double c, double best) {
-    const double disc = b * b - 4.0 * a * c;
-    const double aac = a * c < 0 ? -(a * c) : a * c;
-    if (!(disc >= -1e-12 * (b * b + 4.0 * aac))) return best;
+    const double bb = b * b, ac4 = 4.0 * a * c;
+    const double disc = bb - ac4;
+    if (!(disc >= -1e-12 * (bb + (ac4 < 0 ? -ac4 : ac4)))) return best;
     const double sq = bmc_sqrt(disc > 0 ? disc : 0.0);
     const double qq = -0.5 * (b + (b >= 0 ? sq : -sq));
-    const double t1 = a != 0 ? qq / a : BMC_BIG;
-    const double t2 = qq != 0 ? c / qq : BMC_BIG;
-    if (t1 > BMC_SURFACE_EPS && t1 < best) best = t1;
-    if (t2 > BMC_SURFACE_EPS && t2 < best) best = t2;
+    if (a != 0 && qq != 0 && ((qq > 0) == (a > 0))) {
+        const double t1 = qq / a;
+        if (t1 > BMC_SURFACE_EPS && t1 < best) best = t1;
+    }
+    if (qq != 0 && c != 0 && ((c > 0) == (qq > 0))) {
+        const double t2 = c / qq;
+        if (t2 > BMC_SURFACE_EPS && t2 < best) best = t2;
+    }
     return best;
 }
 
@@ -69,10 +79,14 @@ BMC_DEVICE double bmc_seed_distance(const BmcParams* P, double z, double r2, dou
     double best = BMC_BIG;
     double one_m_w2 = 1.0 - w * w;
     if (one_m_w2 < 0) one_m_w2 = 0.0;
-    for (int k = 0; k < (int)P->n_cyl; ++k) best = bmc_quad_next(one_m_w2, 2.0 * pd, r2 - P->cyl_r2[k], best);
-    for (int k = 0; k < (int)P->n_planes; ++k) {
-        const double t = w != 0 ? (P->planes[k] - z) / w : BMC_BIG;
-        if (t > BMC_SURFACE_EPS && t < best) best = t;
+    const double b_cyl = 2.0 * pd;
+    for (int k = 0; k < (int)P->n_cyl; ++k) best = bmc_quad_next(one_m_w2, b_cyl, r2 - P->cyl_r2[k], best);
+    if (w != 0) {
+        const double inv_w = 1.0 / w;
+        for (int k = 0; k < (int)P->n_planes; ++k) {
+            const double t = (P->planes[k] - z) * inv_w;
+            if (t > BMC_SURFACE_EPS && t < best) best = t;
+        }
     }
     for (int k = 0; k < (int)P->n_cone_surf; ++k) {
         const double kk = P->cone_surf[2 * k], slope = P->cone_surf[2 * k + 1];
@@ -82,6 +96,36 @@ BMC_DEVICE double bmc_seed_distance(const BmcParams* P, double z, double r2, dou
     for (int k = 0; k < (int)P->n_sph_surf; ++k) {
         const double dz = z - P->sph_surf[2 * k];
         best = bmc_quad_next(1.0, 2.0 * (pd + dz * w), r2 + dz * dz - P->sph_surf[2 * k + 1], best);
+    }
+    return best;
+}
+
+// Distance to the next stop of a ray near a seed. Inside the seed's envelope (the cylinder holding all
+// its solids) every surface of the seed is a candidate; outside it, only the envelope itself: a ray
+// that does not enter it meets no solid, and one that does stops at its entry point and is traced
+// from there. (The array engine also stops where a seed surface, extended, is crossed outside the
+// envelope: steps that change no medium, so both give the same transport.)
+BMC_DEVICE double bmc_seed_next(const BmcParams* P, double z, double r2, double w, double pd) {
+    if (bmc_in_envelope(P, z, r2)) return bmc_seed_distance(P, z, r2, w, pd);
+    double best = BMC_BIG;
+    double one_m_w2 = 1.0 - w * w;
+    if (one_m_w2 < 0) one_m_w2 = 0.0;
+    // the curved side: r^2 = R^2 entered from outside, with z inside the envelope there
+    if (r2 > P->env_r2) {
+        const double t = bmc_quad_next(one_m_w2, 2.0 * pd, r2 - P->env_r2, BMC_BIG);
+        if (t < BMC_BIG) {
+            const double zt = z + w * t;
+            if (zt >= P->env_zlo && zt <= P->env_zhi) best = t;
+        }
+    }
+    // the end planes, entered where r^2 <= R^2
+    const double zp[2] = {P->env_zlo, P->env_zhi};
+    for (int k = 0; k < 2; ++k) {
+        const double t = w != 0 ? (zp[k] - z) / w : BMC_BIG;
+        if (t > BMC_SURFACE_EPS && t < best) {
+            const double rt2 = r2 + 2.0 * pd * t + one_m_w2 * t * t;
+            if (rt2 <= P->env_r2) best = t;
+        }
     }
     return best;
 }

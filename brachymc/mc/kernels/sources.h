@@ -24,12 +24,14 @@ BMC_DEVICE void bmc_sample_active(const BmcParams* P, BmcRng* g, double* z, doub
         const int iz = c / nr, ir = c % nr;
         const double zz = cell[0] + (iz + bmc_uniform(g)) * cell[1];
         const double r2 = (ir + bmc_uniform(g)) * cell[2];
-        double cp, sp;
-        bmc_cos_sin_2pi(bmc_uniform(g), &cp, &sp);
-        const double rr = bmc_sqrt(r2);
-        *z = zz; *x = rr * cp; *y = rr * sp;
         // tries cap: acceptance is > 30 % by construction of the cells; never reached in practice
-        if (((bmc_solid_inside(P, zz, r2) >> solid) & 1u) || tries > 100000) return;
+        if (((bmc_solid_inside(P, zz, r2) >> solid) & 1u) || tries > 100000) {
+            double cp, sp;                        // the azimuth only for an accepted point
+            bmc_cos_sin_2pi(bmc_uniform(g), &cp, &sp);
+            const double rr = bmc_sqrt(r2);
+            *z = zz; *x = rr * cp; *y = rr * sp;
+            return;
+        }
     }
 }
 

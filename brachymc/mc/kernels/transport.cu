@@ -134,16 +134,16 @@ BMC_DEVICE void bmc_history(const BmcParams* P, long long h, const BmcTally& T, 
     bmc_set_direction(&ph);
     ph.nmfp = -bmc_log(1.0 - bmc_uniform(&g));
     const int voxels = P->world_kind == 0;
-    if (voxels) bmc_init_voxel(P, &ph);
+    if (voxels) { bmc_init_voxel(P, &ph); bmc_start_flight(P, &ph); }
     BmcStep st;
     for (long long n = 1;; ++n) {
         if (n > BMC_MAX_STEPS) { acc[BMC_ACC_LOST] += 1.0; acc[BMC_ACC_STEPS] += (double)(n - 1); return; }
         if (voxels) bmc_voxel_step(P, &ph, &st); else bmc_seed_world_step(P, &ph, &st);
         bmc_coefficients(P, &ph, st.m);
         const double mu = st.rho * ph.mu_rho;
-        const double d_int = mu > 0 ? ph.nmfp / mu : BMC_BIG * BMC_BIG;
-        const int hit = d_int < st.t;
-        const double d = hit ? d_int : st.t;
+        // interaction before the boundary: nmfp < mu t (a division only where it happens)
+        const int hit = ph.nmfp < mu * st.t;
+        const double d = hit ? ph.nmfp / mu : st.t;
         if (st.bin >= 0) {                               // track-length estimator of collision kerma
             const double we = ph.wt * ph.e;
             const double s = we * ph.muen_rho * d;
@@ -151,16 +151,22 @@ BMC_DEVICE void bmc_history(const BmcParams* P, long long h, const BmcTally& T, 
             if (T.primary && !ph.scat) bmc_add(T, T.primary, st.bin, s);
             if (T.water) bmc_add(T, T.water, st.bin, we * ph.muen_w * d);
         }
-        for (int a = 0; a < 3; ++a) ph.pos[a] += ph.dir[a] * d;
         ph.nmfp -= mu * d;
         if (!hit) {
             int inside;
-            if (voxels) inside = st.axis < 0 ? 1 : bmc_cross_face(P, &ph, st.axis);
-            else inside = bmc_seed_world_inside(P, &ph);
+            if (voxels) {
+                inside = bmc_voxel_advance(P, &ph, st.axis, d);
+            } else {
+                for (int a = 0; a < 3; ++a) ph.pos[a] += ph.dir[a] * d;
+                inside = bmc_seed_world_inside(P, &ph);
+            }
             if (!inside) { bmc_escape(P, &ph, acc); acc[BMC_ACC_STEPS] += (double)n; return; }
             continue;
         }
+        if (voxels) { ph.t += d; bmc_settle(&ph); }
+        else for (int a = 0; a < 3; ++a) ph.pos[a] += ph.dir[a] * d;
         if (!bmc_interact(P, &g, &ph, st, T, acc)) { acc[BMC_ACC_STEPS] += (double)n; return; }
+        if (voxels) bmc_start_flight(P, &ph);
     }
 }
 

@@ -10,10 +10,15 @@
 #include "seed.h"
 
 struct BmcPhoton {
-    double pos[3], dir[3], inv[3];   // position (cm), direction, 1/direction (0 components: BIG)
+    // voxel world: pos is where the current straight flight started, t the distance flown since, and
+    // tmax[a] the distance from pos to the next voxel face across axis a (incremental DDA); the
+    // single-seed world moves pos itself (t = 0)
+    double pos[3], dir[3], inv[3];   // cm, direction, 1/direction (0 components: BIG)
+    double t, tmax[3];
     double e, ln_e, fe, wt, nmfp;    // energy (keV), ln E, grid fraction, weight, mean free paths left
+    long long flat;                  // voxel (voxel world): flat index and indices
     int ie;                          // grid interval of ln E
-    int ivox[3];                     // voxel (voxel world)
+    int ivox[3];
     int src;                         // emitting seed, -1: none
     int scat;                        // has interacted
     int cm;                          // material of the cached coefficients (-1: none)
@@ -42,24 +47,34 @@ BMC_DEVICE void bmc_init_voxel(const BmcParams* P, BmcPhoton* ph) {
         if (i > (int)n[a] - 1) i = (int)n[a] - 1;
         ph->ivox[a] = i;
     }
+    ph->flat = ((long long)ph->ivox[2] * P->ny + ph->ivox[1]) * P->nx + ph->ivox[0];
 }
 
 BMC_DEVICE double bmc_dot3(const double* a, const double* b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
 
+// Distance from pos to the face of voxel ivox across axis a, in the flight direction.
+BMC_DEVICE double bmc_face_t(const BmcParams* P, const BmcPhoton* ph, int a) {
+    const double d = ph->dir[a];
+    if (d == 0) return BMC_BIG;
+    const double o = a == 0 ? P->ox : (a == 1 ? P->oy : P->oz);
+    const double s = a == 0 ? P->sx : (a == 1 ? P->sy : P->sz);
+    const double plane = o + (ph->ivox[a] + (d > 0 ? 1 : 0)) * s;
+    const double t = (plane - ph->pos[a]) * ph->inv[a];
+    return t > 0 ? t : 0.0;
+}
+
+// A new straight flight from pos (after birth or an interaction): reset the incremental DDA.
+BMC_DEVICE void bmc_start_flight(const BmcParams* P, BmcPhoton* ph) {
+    ph->t = 0.0;
+    for (int a = 0; a < 3; ++a) ph->tmax[a] = bmc_face_t(P, ph, a);
+}
+
 BMC_DEVICE void bmc_voxel_step(const BmcParams* P, const BmcPhoton* ph, BmcStep* st) {
-    const double o[3] = {P->ox, P->oy, P->oz}, s[3] = {P->sx, P->sy, P->sz};
-    double tf[3];
-    for (int a = 0; a < 3; ++a) {
-        const double d = ph->dir[a];
-        const double lo = o[a] + ph->ivox[a] * s[a];
-        const double plane = d > 0 ? lo + s[a] : lo;
-        const double t = d != 0 ? (plane - ph->pos[a]) * ph->inv[a] : BMC_BIG;
-        tf[a] = t > 0 ? t : 0.0;
-    }
-    double t_face = tf[0] < tf[1] ? tf[0] : tf[1];
-    if (tf[2] < t_face) t_face = tf[2];
-    const int axis = tf[0] == t_face ? 0 : (tf[1] == t_face ? 1 : 2);
-    const long long flat = ((long long)ph->ivox[2] * P->ny + ph->ivox[1]) * P->nx + ph->ivox[0];
+    const int axis = ph->tmax[0] <= ph->tmax[1] ? (ph->tmax[0] <= ph->tmax[2] ? 0 : 2)
+                                                 : (ph->tmax[1] <= ph->tmax[2] ? 1 : 2);
+    double t_face = ph->tmax[axis] - ph->t;
+    if (t_face < 0) t_face = 0.0;
+    const long long flat = ph->flat;
     {   // the voxel across the nearest face is very likely the next one: start loading it now
         const long long stride = axis == 0 ? 1 : (axis == 1 ? P->nx : P->nx * P->ny);
         const long long next = flat + (ph->dir[axis] > 0 ? stride : -stride);
@@ -75,6 +90,8 @@ BMC_DEVICE void bmc_voxel_step(const BmcParams* P, const BmcPhoton* ph, BmcStep*
     if (!(matflag & BMC_VOX_SEEDS)) return;
     const int row = P->flag_row[flat];
     if (row < 0) return;
+    const double pos[3] = {ph->pos[0] + ph->dir[0] * ph->t, ph->pos[1] + ph->dir[1] * ph->t,
+                           ph->pos[2] + ph->dir[2] * ph->t};
     const int K = (int)P->max_per_voxel;
     const int* cand = P->flag_table + (long long)row * K;
     const double R = P->seed_radius;
@@ -83,14 +100,14 @@ BMC_DEVICE void bmc_voxel_step(const BmcParams* P, const BmcPhoton* ph, BmcStep*
         const int sid = cand[j];
         if (sid < 0 || (P->superposition && sid != ph->src)) continue;
         const double* f = P->seed_frame + 12 * (long long)sid;
-        const double rel[3] = {ph->pos[0] - f[0], ph->pos[1] - f[1], ph->pos[2] - f[2]};
+        const double rel[3] = {pos[0] - f[0], pos[1] - f[1], pos[2] - f[2]};
         const double p2 = bmc_dot3(rel, rel);
         const double pdf = bmc_dot3(rel, ph->dir);
         double tj;
         if (p2 < R * R) {
             const double z = bmc_dot3(rel, f + 9), w = bmc_dot3(ph->dir, f + 9);
             const double r2 = p2 - z * z > 0 ? p2 - z * z : 0.0;
-            tj = bmc_seed_distance(P, z, r2, w, pdf - z * w);
+            tj = bmc_seed_next(P, z, r2, w, pdf - z * w);
         } else {
             tj = bmc_sphere_next(pdf, p2, R);
         }
@@ -98,7 +115,7 @@ BMC_DEVICE void bmc_voxel_step(const BmcParams* P, const BmcPhoton* ph, BmcStep*
     }
     // medium on the step from its midpoint
     const double h = tt * 0.5;
-    const double mid[3] = {ph->pos[0] + ph->dir[0] * h, ph->pos[1] + ph->dir[1] * h, ph->pos[2] + ph->dir[2] * h};
+    const double mid[3] = {pos[0] + ph->dir[0] * h, pos[1] + ph->dir[1] * h, pos[2] + ph->dir[2] * h};
     for (int j = 0; j < K; ++j) {
         const int sid = cand[j];
         if (sid < 0 || (P->superposition && sid != ph->src)) continue;
@@ -117,15 +134,30 @@ BMC_DEVICE void bmc_voxel_step(const BmcParams* P, const BmcPhoton* ph, BmcStep*
     st->axis = tt >= t_face ? axis : -1;
 }
 
-// Move across the face on st->axis: step the voxel index, put the position on the face. Returns
-// 0 when the photon left the grid.
-BMC_DEVICE int bmc_cross_face(const BmcParams* P, BmcPhoton* ph, int a) {
-    const double o[3] = {P->ox, P->oy, P->oz}, s[3] = {P->sx, P->sy, P->sz};
-    const long long n[3] = {P->nx, P->ny, P->nz};
-    const int step = ph->dir[a] > 0 ? 1 : -1;
-    ph->pos[a] = o[a] + (ph->ivox[a] + (step > 0 ? 1 : 0)) * s[a];
-    ph->ivox[a] += step;
-    return ph->ivox[a] >= 0 && ph->ivox[a] < (int)n[a];
+// After a step of length d that did not end in an interaction: cross the voxel face on axis (or go on
+// in the same voxel after a seed surface, axis < 0). Returns 0 when the photon left the grid.
+BMC_DEVICE int bmc_voxel_advance(const BmcParams* P, BmcPhoton* ph, int axis, double d) {
+    if (axis < 0) { ph->t += d; return 1; }
+    const long long n = axis == 0 ? P->nx : (axis == 1 ? P->ny : P->nz);
+    const long long stride = axis == 0 ? 1 : (axis == 1 ? P->nx : P->nx * P->ny);
+    ph->t = ph->tmax[axis];
+    if (ph->dir[axis] > 0) {
+        ph->ivox[axis] += 1;
+        ph->flat += stride;
+        if (ph->ivox[axis] >= (int)n) return 0;
+    } else {
+        ph->ivox[axis] -= 1;
+        ph->flat -= stride;
+        if (ph->ivox[axis] < 0) return 0;
+    }
+    ph->tmax[axis] = bmc_face_t(P, ph, axis);
+    return 1;
+}
+
+// Where the photon is now (voxel world: pos + t dir), made the start of its next flight.
+BMC_DEVICE void bmc_settle(BmcPhoton* ph) {
+    for (int a = 0; a < 3; ++a) ph->pos[a] += ph->dir[a] * ph->t;
+    ph->t = 0.0;
 }
 
 // first index with a[i] >= x (numpy searchsorted side='left') / > x (side='right')
@@ -200,7 +232,7 @@ BMC_DEVICE void bmc_seed_world_step(const BmcParams* P, const BmcPhoton* ph, Bmc
     const double R2 = P->seed_radius * P->seed_radius;
     if (p2 < R2) {
         const double r2 = p2 - z * z > 0 ? p2 - z * z : 0.0;
-        const double ts = bmc_seed_distance(P, z, r2, w, pdf - z * w);
+        const double ts = bmc_seed_next(P, z, r2, w, pdf - z * w);
         if (ts < t) t = ts;
     }
     const double h = t * 0.5;

@@ -279,6 +279,29 @@ def test_interaction_sampling_equals_array_functions(lib, library):
         np.testing.assert_array_equal(out[:, 2], np.where(emit, e_fl, 0.0))
 
 
+def test_energy_grid_position_equals_searchsorted(lib, library):
+    """The kernel's table-accelerated search finds numpy's interval (side='right' - 1, clipped) for
+    energies across the grid, exactly at grid points and at the duplicated absorption edges."""
+    mats = [library[m] for m in ("water", "silver", "silver_halide", "tungsten", "gold")]
+    tables = load_or_build_tables(mats)
+    g = GridGeometry.centered((2, 2, 2), (1.0, 1.0, 1.0))
+    ph = VoxelPhantom(g, tuple(mats), np.zeros(g.shape, np.uint8), np.ones(g.shape))
+    tr = KernelTransport(ph, tables, NP, TransportSettings(engine="kernel"))
+    ln = np.log(tables.energy)
+    rng = np.random.default_rng(4)
+    x = np.concatenate([ln, np.nextafter(ln, -np.inf), np.nextafter(ln, np.inf),
+                        rng.uniform(ln[0], ln[-1], 50_000), [ln[0] - 0.1, ln[-1] + 0.1]])
+    i = np.zeros(x.size, np.int32)
+    f = np.zeros(x.size)
+    lib.dll.bmc_test_energy_position(ctypes.c_void_p(tr._base.address()), x.size, _ptr(x), _ptr(i), _ptr(f))
+    i_ref, f_ref = ia.energy_position(np, tr.tables, np.exp(x))
+    i_np = np.clip(np.searchsorted(ln, x, side="right") - 1, 0, ln.size - 2)
+    np.testing.assert_array_equal(i, i_np)
+    ok = np.abs(np.log(np.exp(x)) - x) == 0           # where exp/log round-trips, the array engine agrees
+    np.testing.assert_array_equal(i[ok], i_ref[ok])
+    np.testing.assert_allclose(f, (x - ln[i]) * tr.tables.inv_dln[i], rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------------------------- transport
 @pytest.fixture(scope="module")
 def water_point(library):

@@ -106,6 +106,16 @@ def seed_model_params(model: SeedModel) -> dict:
 
     for i in range(n):
         visit(i)
+    closure = np.zeros(n, dtype=np.int64)
+
+    def close(i: int) -> int:
+        m = 1 << i
+        for name in solids[i].subtract:
+            m |= close(names.index(name))
+        return m
+
+    for i in range(n):
+        closure[i] = close(i)
     surf = model.surfaces
     weights = np.array([a.weight for a in model.active], float)
     cells, offsets, act_cell, act_solid = [], [0], [], []
@@ -120,6 +130,7 @@ def seed_model_params(model: SeedModel) -> dict:
     return dict(
         env_zlo=zlo, env_zhi=zhi, env_r2=r_env * r_env,
         n_solids=n, solid_box=box, solid_cone=cone, solid_sph=sph, solid_counts=counts, solid_sub=sub,
+        solid_closure=closure,
         solid_order=np.array(order, dtype=np.int32),
         n_cyl=len(surf["cylinders"]), cyl_r2=np.array([r * r for r in surf["cylinders"]]),
         n_planes=len(surf["planes"]), planes=np.array(surf["planes"], float),
@@ -130,6 +141,17 @@ def seed_model_params(model: SeedModel) -> dict:
         active_solid=np.array(act_solid, dtype=np.int32), active_cell=np.array(act_cell, float),
         cell_offset=np.array(offsets, dtype=np.int64), cells=np.concatenate(cells),
     )
+
+
+def energy_index(ln_e: np.ndarray, n_bins: int = 4096) -> dict:
+    """Look-up table for the kernel's energy-grid search: for bins uniform in ln E, an interval at or
+    below the one holding any ln E of the bin (the kernel then steps up, usually 0-1 times)."""
+    lo, hi = float(ln_e[0]), float(ln_e[-1])
+    inv = n_bins / (hi - lo)
+    edges = lo + np.arange(n_bins) / inv
+    margin = 1e-9 * max(1.0, abs(lo), abs(hi))          # a bin's lower edge, less the rounding of x
+    idx = np.searchsorted(ln_e, edges - margin, side="right") - 1
+    return dict(n_eidx=n_bins, eidx_lo=lo, eidx_inv=inv, eidx=idx.astype(np.int32))
 
 
 def _frames(centers, axes) -> np.ndarray:
@@ -195,7 +217,7 @@ class KernelTransport:
             n_s=t.compton_q.shape[1], n_q=t.compton_q.shape[2],
             water_index=names.index("water") if "water" in names else -1,
             sample_ln_e0=t.sample_ln_e0, sample_dln=t.sample_dln,
-            ln_e=t.ln_e, inv_dln=t.inv_dln, ln_mu=t.ln_mu, ln_muen=t.ln_muen, p_photo=t.p_photo,
+            ln_e=t.ln_e, inv_dln=t.inv_dln, **energy_index(self.backend.asnumpy(t.ln_e)), ln_mu=t.ln_mu, ln_muen=t.ln_muen, p_photo=t.p_photo,
             p_incoh=t.p_incoh, fl_cum=t.fl_cum, fl_channel=t.fl_channel, line_cum=t.line_cum,
             line_energy=t.line_energy, compton_q=t.compton_q, compton_pdf=t.compton_pdf,
             rayleigh_q=t.rayleigh_q, rayleigh_pdf=t.rayleigh_pdf,

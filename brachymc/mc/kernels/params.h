@@ -31,6 +31,10 @@ struct BmcParams {
     double sample_ln_e0;           // ln E of the first quantile-table energy
     double sample_dln;
     const double* ln_e;            // (n_e)
+    long long n_eidx;              // bins of the look-up table of ln E positions
+    double eidx_lo;                // ln E of its first bin
+    double eidx_inv;               // bins per unit ln E
+    const int* eidx;               // (n_eidx) a grid interval at or below each bin's lower edge
     const double* inv_dln;         // (n_e)  1 / (ln E[i+1] - ln E[i]), 0 for zero-width intervals
     const double* ln_mu;           // (n_mat, n_e) ln mu/rho
     const double* ln_muen;         // (n_mat, n_e) ln mu_en/rho
@@ -102,6 +106,7 @@ struct BmcParams {
     const double* solid_sph;       // (n_solids, 2, 2): (z0, radius^2)
     const int* solid_counts;       // (n_solids, 2): cones, spheres
     const long long* solid_sub;    // (n_solids) bit mask of the solids it subtracts
+    const long long* solid_closure;// (n_solids) bit mask of the solid and all it subtracts, recursively
     const int* solid_order;        // (n_solids) evaluation order (subtracted solids first)
     const int* solid_mat;          // (n_solids) material index in the world
     const double* solid_rho;       // (n_solids) g/cm3

@@ -5,17 +5,19 @@
 #include "params.h"
 
 // Position of ln E on the interaction grid: the interval i (the last grid point <= ln E; an edge
-// energy takes its above-edge copy) and the fraction f in it (numpy searchsorted side='right' - 1).
+// energy takes its above-edge copy) and the fraction f in it (numpy searchsorted side='right' - 1,
+// clipped to the grid).
 BMC_DEVICE void bmc_energy_position(const BmcParams* P, double ln_e, int* i_out, double* f_out) {
     const double* g = P->ln_e;
-    int lo = 0, hi = (int)P->n_e;                  // find the first index with g[idx] > ln_e
-    while (lo < hi) {
-        const int mid = (lo + hi) >> 1;
-        if (g[mid] <= ln_e) lo = mid + 1; else hi = mid;
-    }
-    int i = lo - 1;
+    const int n = (int)P->n_e;
+    // start from the look-up table (an interval at or below the answer), then step up
+    const double x = (ln_e - P->eidx_lo) * P->eidx_inv;
+    const int nb = (int)P->n_eidx;
+    const int k = x < 0 ? 0 : (x >= (double)(nb - 1) ? nb - 1 : (int)x);
+    int i = P->eidx[k];
+    while (i + 1 < n && g[i + 1] <= ln_e) ++i;
     if (i < 0) i = 0;
-    if (i > (int)P->n_e - 2) i = (int)P->n_e - 2;
+    if (i > n - 2) i = n - 2;
     *i_out = i;
     *f_out = (ln_e - g[i]) * P->inv_dln[i];
 }

@@ -7,10 +7,12 @@
 #include "params.h"
 #include "portability.h"
 
-// Bit i set: the point satisfies the constraints of solid i (ignoring what it subtracts).
-BMC_DEVICE unsigned int bmc_solid_constraints(const BmcParams* P, double z, double r2) {
+// Bit i set: the point satisfies the constraints of solid i (ignoring what it subtracts), for the
+// solids in mask.
+BMC_DEVICE unsigned int bmc_solid_constraints(const BmcParams* P, double z, double r2, unsigned int mask) {
     unsigned int bits = 0u;
     for (int i = 0; i < (int)P->n_solids; ++i) {
+        if (!((mask >> i) & 1u)) continue;
         const double* b = P->solid_box + 4 * i;
         bool ok = (r2 <= b[0]) && (r2 >= b[1]) && (z >= b[2]) && (z <= b[3]);
         const int nc = P->solid_counts[2 * i], ns = P->solid_counts[2 * i + 1];
@@ -27,9 +29,10 @@ BMC_DEVICE unsigned int bmc_solid_constraints(const BmcParams* P, double z, doub
     return bits;
 }
 
-// Bit i set: the point is inside solid i with its subtractions applied.
-BMC_DEVICE unsigned int bmc_solid_inside(const BmcParams* P, double z, double r2) {
-    const unsigned int c = bmc_solid_constraints(P, z, r2);
+// Bit i set: the point is inside solid i with its subtractions applied, for the solids in mask (a
+// mask closed under subtraction: solid_closure).
+BMC_DEVICE unsigned int bmc_solid_inside(const BmcParams* P, double z, double r2, unsigned int mask) {
+    const unsigned int c = bmc_solid_constraints(P, z, r2, mask);
     unsigned int in = 0u;
     for (int k = 0; k < (int)P->n_solids; ++k) {
         const int i = P->solid_order[k];
@@ -47,7 +50,7 @@ BMC_DEVICE int bmc_in_envelope(const BmcParams* P, double z, double r2) {
 // Index of the solid containing the point, -1 outside the seed (the lowest index if several).
 BMC_DEVICE int bmc_seed_locate(const BmcParams* P, double z, double r2) {
     if (!bmc_in_envelope(P, z, r2)) return -1;
-    const unsigned int in = bmc_solid_inside(P, z, r2);
+    const unsigned int in = bmc_solid_inside(P, z, r2, 0xffffffffu);
     if (in == 0u) return -1;
     int i = 0;
     while (!((in >> i) & 1u)) ++i;

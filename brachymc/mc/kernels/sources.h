@@ -17,6 +17,7 @@ BMC_DEVICE void bmc_sample_active(const BmcParams* P, BmcRng* g, double* z, doub
     const long long off = P->cell_offset[j];
     const long long ncell = P->cell_offset[j + 1] - off;
     const int nr = (int)cell[3];
+    const unsigned int need = (unsigned int)P->solid_closure[solid];
     for (int tries = 0;; ++tries) {
         long long k = (long long)(bmc_uniform(g) * (double)ncell);
         if (k > ncell - 1) k = ncell - 1;
@@ -25,7 +26,7 @@ BMC_DEVICE void bmc_sample_active(const BmcParams* P, BmcRng* g, double* z, doub
         const double zz = cell[0] + (iz + bmc_uniform(g)) * cell[1];
         const double r2 = (ir + bmc_uniform(g)) * cell[2];
         // tries cap: acceptance is > 30 % by construction of the cells; never reached in practice
-        if (((bmc_solid_inside(P, zz, r2) >> solid) & 1u) || tries > 100000) {
+        if (((bmc_solid_inside(P, zz, r2, need) >> solid) & 1u) || tries > 100000) {
             double cp, sp;                        // the azimuth only for an accepted point
             bmc_cos_sin_2pi(bmc_uniform(g), &cp, &sp);
             const double rr = bmc_sqrt(r2);

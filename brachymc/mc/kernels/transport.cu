@@ -285,6 +285,11 @@ void bmc_test_seed(const BmcParams* P, long long n, const double* z, const doubl
     }
 }
 
+// Grid interval and fraction of each ln E (the look-up table plus the upward search).
+void bmc_test_energy_position(const BmcParams* P, long long n, const double* ln_e, int* i_out, double* f_out) {
+    for (long long k = 0; k < n; ++k) bmc_energy_position(P, ln_e[k], i_out + k, f_out + k);
+}
+
 // Source photons of P: (x, y, z, u, v, w, E, seed) per history, histories first .. first + n - 1.
 void bmc_test_source(const BmcParams* P, long long n, double* out) {
     for (long long i = 0; i < n; ++i) {

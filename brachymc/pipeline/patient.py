@@ -44,11 +44,11 @@ from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
 from brachymc.geometry.seed import SeedModel, load_builtin_seed
 from brachymc.geometry.seeded_phantom import SeededVoxelWorld, SeedPlacement, seed_volume_fraction
 from brachymc.files import atomic_path
-from brachymc.materials import MaterialLibrary, default_library
+from brachymc.materials import MaterialLibrary
 from brachymc.mc.physics import PhysicsSettings
 from brachymc.mc.tally import DoseTally, Estimate
 from brachymc.mc.transport import TransportSettings, make_transport
-from brachymc.pipeline.config import PatientRunConfig
+from brachymc.pipeline.config import PatientRunConfig, material_library
 from brachymc.pipeline.runner import BatchRunResult, StopRule, run_batches
 from brachymc.sources.plan import SeedPlan
 from brachymc.mc.air_kerma import air_kerma_per_history
@@ -182,7 +182,7 @@ def check_seeds_inside(plan: SeedPlan, model: SeedModel, geometry: GridGeometry,
 
 def load_inputs(cfg: PatientRunConfig, library: MaterialLibrary | None = None) -> PatientInputs:
     """Read and check CT, plan and structures; build the calculation grid. Writes nothing."""
-    library = library or default_library()
+    library = library or material_library(cfg)
     notes: list[str] = []
     ct, phantom_in = _read_ct(cfg, library)
     plan, plan_uid = _read_plan(cfg, library)
@@ -392,7 +392,7 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
     (:mod:`brachymc.pipeline.distributed`) with the same result as in-process.
     """
     t_start = time.perf_counter()
-    library = library or default_library()
+    library = library or material_library(cfg)
     out = Path(out)
     inputs = load_inputs(cfg, library)
     phantom, conv = build_phantom(cfg, inputs, library)

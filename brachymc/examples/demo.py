@@ -4,7 +4,7 @@
 
     ct/CT_0001.dcm ...   CT Image Storage series (post-implant, with bright seed voxels and streaks)
     rtstruct.dcm         Body, Vertebra, GTV, SpinalCord (same frame of reference as the CT)
-    rtplan.dcm           brachy RT Plan: ~40 seeds of a 6711-type model on posterolateral needles
+    rtplan.dcm           brachy RT Plan: 32 seeds (0.6 mCi) of a 6711-type model on posterolateral needles
     run.toml             the run file ``brachymc run`` reads (also what ``brachymc demo`` runs)
 
 Modes size the run file for the hardware:

@@ -1,4 +1,4 @@
-"""Command-line interface: ``brachymc run | demo | simulate | validate | physics | materials``."""
+"""Command-line interface: ``brachymc run | demo | simulate | validate | physics | materials | cache``."""
 
 from __future__ import annotations
 
@@ -206,13 +206,38 @@ def cmd_physics(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    """``brachymc cache info``: the cache folder and what it holds; ``clear``: remove brachymc's entries."""
+    from brachymc._paths import cache_dir
+    from brachymc.cache import KINDS, cache_entries, clear_cache, format_size
+
+    folder = cache_dir()
+    if args.action == "clear":
+        kinds = tuple(args.kind) if args.kind else tuple(KINDS)
+        removed = clear_cache(kinds)
+        freed = sum(e.size_bytes for e in removed)
+        print(f"brachymc cache {folder}: removed {len(removed)} entries ({format_size(freed)}) of "
+              f"{', '.join(kinds)}")
+        return 0
+    entries = cache_entries()
+    print(f"brachymc cache: {folder}" + ("" if folder.is_dir() else " (does not exist yet)"))
+    print("  (BRACHYMC_CACHE_DIR moves it; `brachymc cache clear [--kind K]` empties it; everything is rebuilt "
+          "on demand)")
+    for kind, (desc, _) in KINDS.items():
+        es = [e for e in entries if e.kind == kind]
+        print(f"  {kind:<8} {len(es):4d} entries {format_size(sum(e.size_bytes for e in es)):>10}  {desc}")
+    print(f"  {'total':<8} {len(entries):4d} entries {format_size(sum(e.size_bytes for e in entries)):>10}")
+    return 0
+
+
 def cmd_materials(args) -> int:
     from brachymc.materials import default_library
 
-    lib = default_library(args.materials or [])
+    lib = default_library(args.materials or [], args.egsnrc or [])
     for name in lib:
         m = lib[name]
-        print(f"{name:28s} {m.density:9.5g} g/cm3  {m.category:9s} {m.composition_string()}")
+        also = f"  (also: {', '.join(m.aliases)})" if m.aliases and args.aliases else ""
+        print(f"{name:28s} {m.density:9.5g} g/cm3  {m.category:10s} {m.composition_string()}{also}")
     return 0
 
 
@@ -344,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine(t)
     t.add_argument("--out", required=True)
     t.add_argument("--quick", action="store_true", help="CI-sized run")
-    t.add_argument("--reference", help="folder with the published reference data (default ../shared/reference)")
+    t.add_argument("--reference", help="folder with the published reference data (default: the copy shipped in configs/reference)")
     t.add_argument("--no-report", action="store_true", help="write the JSON only")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_validate_tg43)
@@ -365,11 +390,19 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("tg43", help="a tg43_MODEL.json written by `brachymc validate tg43`")
     rp.add_argument("--primary", help="a primary_MODEL.json (default: the one beside the tg43 JSON, if any)")
     rp.add_argument("--out", help="report path (default: report.pdf beside the tg43 JSON)")
-    rp.add_argument("--reference", help="folder with the published reference data (default ../shared/reference)")
+    rp.add_argument("--reference", help="folder with the published reference data (default: the copy shipped in configs/reference)")
     rp.set_defaults(func=cmd_validate_report)
+
+    c = sub.add_parser("cache", help="show (info) or empty (clear) the cache of physics tables, S_K and kernels")
+    c.add_argument("action", choices=("info", "clear"))
+    c.add_argument("--kind", action="append", choices=("physics", "sk", "kernels"),
+                   help="clear only this kind (repeatable; default all)")
+    c.set_defaults(func=cmd_cache)
 
     m = sub.add_parser("materials", help="list the material library")
     m.add_argument("--materials", action="append", help="extra material TOML file(s)")
+    m.add_argument("--egsnrc", action="append", help="EGSnrc media file(s) (egs++ material.dat, .egsinp, .density)")
+    m.add_argument("--aliases", action="store_true", help="also list each medium's other names (e.g. egs_brachy's)")
     m.set_defaults(func=cmd_materials)
     return p
 

@@ -119,12 +119,15 @@ def load_config(path: str | Path, overrides: dict | None = None) -> SimulationCo
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_TOP_KEYS))}")
 
     # materials
-    mat_t = rd.table(data, "materials", {"files"}, required=False)
-    files = mat_t.get("files", [])
-    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
-        raise rd.fail("materials", "'files' must be a list of paths")
+    mat_t = rd.table(data, "materials", {"files", "egsnrc"}, required=False)
+    lists = {}
+    for key in ("files", "egsnrc"):
+        v = mat_t.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(f, str) for f in v):
+            raise rd.fail("materials", f"'{key}' must be a list of paths")
+        lists[key] = [path.parent / f for f in v]
     try:
-        library: MaterialLibrary = default_library([(path.parent / f) for f in files])
+        library: MaterialLibrary = default_library(lists["files"], lists["egsnrc"])
     except BrachyMCError as exc:
         raise ConfigError(f"{path}: [materials] {exc}") from None
 

@@ -9,6 +9,13 @@ defaults: README.md, section "Patient runs". Example::
                                         #  egsphant = "phantom.egsphant" for EGSnrc media + densities)
     calculation_voxel_mm = [2, 2, 2]    # optional coarser calculation grid (mean HU per voxel)
     crop_margin_mm = 30                 # optional: calculate only in the seeds' box + this margin
+    media_aliases = { "MY_BONE" = "cortical_bone" }   # optional: names (egsphant media, calibration and
+                                        #  override materials) -> library materials
+
+    [materials]                         # optional: more media
+    files = ["my_media.toml"]           # brachymc TOML (same form as configs/materials.toml)
+    egsnrc = ["material.dat"]           # EGSnrc media files read as they are (egs++ material.dat,
+                                        #  .egsinp media definitions, *.density headers)
 
     [calibration]
     name = "spine_default"              # built-in name or a TOML path
@@ -87,6 +94,13 @@ class CTInput:
     series_uid: str | None = None
     calculation_voxel_mm: tuple[float, float, float] | None = None
     crop_margin_mm: float | None = None
+    media_aliases: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MaterialsInput:
+    files: tuple[Path, ...] = ()
+    egsnrc: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -180,6 +194,7 @@ class PatientRunConfig:
     simulation: SimulationInput = field(default_factory=SimulationInput)
     tg43: TG43Input = field(default_factory=TG43Input)
     output: OutputInput = field(default_factory=OutputInput)
+    materials: MaterialsInput = field(default_factory=MaterialsInput)
     source: str = ""
 
     def with_simulation(self, **changes) -> "PatientRunConfig":
@@ -226,9 +241,42 @@ def _build(cls, table: Any, where: str, **conv):
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def _aliases(v: Any, where: str) -> dict:
+    if not isinstance(v, dict) or not all(isinstance(k, str) and k.strip() and isinstance(x, str) and x.strip()
+                                          for k, x in v.items()):
+        raise ConfigError(f"{where}: expected a table of names, e.g. {{ MY_BONE = \"cortical_bone\" }}, got {v!r}")
+    return {k.strip(): x.strip() for k, x in v.items()}
+
+
+def _paths(base: Path, v: Any, where: str) -> tuple[Path, ...]:
+    if not isinstance(v, list):
+        raise ConfigError(f"{where}: expected a list of paths, got {v!r}")
+    out = tuple(_path(base, x, f"{where}[{i + 1}]") for i, x in enumerate(v))
+    for i, pth in enumerate(out):
+        if not pth.is_file():
+            raise ConfigError(f"{where}[{i + 1}]: {pth} does not exist")
+    return out
+
+
+def material_library(cfg: PatientRunConfig):
+    """The material library of a run: built-in media, ``[materials] files / egsnrc``, ``[ct] media_aliases``."""
+    from brachymc.errors import BrachyMCError
+    from brachymc.materials import default_library
+
+    try:
+        lib = default_library(cfg.materials.files, cfg.materials.egsnrc)
+    except BrachyMCError as exc:
+        raise ConfigError(f"{cfg.source}: [materials]: {exc}") from None
+    try:
+        return lib.with_aliases(cfg.ct.media_aliases) if cfg.ct.media_aliases else lib
+    except BrachyMCError as exc:
+        raise ConfigError(f"{cfg.source}: [ct].media_aliases: {exc}") from None
+
+
 def parse_run_config(data: dict, base: Path, source: str) -> PatientRunConfig:
     """Validate a run-file dictionary (``base``: folder that relative paths refer to)."""
-    top = {"ct", "calibration", "override", "plan", "structures", "dose", "simulation", "tg43", "output"}
+    top = {"ct", "calibration", "override", "plan", "structures", "dose", "simulation", "tg43", "output",
+           "materials"}
     unknown = set(data) - top
     if unknown:
         raise ConfigError(f"{source}: unknown table(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(top))}")
@@ -237,7 +285,7 @@ def parse_run_config(data: dict, base: Path, source: str) -> PatientRunConfig:
     if "plan" not in data or "file" not in data.get("plan", {}):
         raise ConfigError(f"{source}: missing [plan] file = ... (DICOM RT Plan, CSV or TOML)")
     p = lambda v, w: _path(base, v, w)  # noqa: E731
-    ct = _build(CTInput, data["ct"], f"{source}: [ct]", dicom=p, volume=p, egsphant=p,
+    ct = _build(CTInput, data["ct"], f"{source}: [ct]", dicom=p, volume=p, egsphant=p, media_aliases=_aliases,
                 calculation_voxel_mm=lambda v, w: tuple(_positive(x, w, False) for x in _triple(v, w)),
                 crop_margin_mm=lambda v, w: float(v) if isinstance(v, (int, float)) and v >= 0 else
                 (_ for _ in ()).throw(ConfigError(f"{w}: must be a number >= 0, got {v!r}")))
@@ -291,8 +339,13 @@ def parse_run_config(data: dict, base: Path, source: str) -> PatientRunConfig:
     if tg.formalism not in ("2D", "1D"):
         raise ConfigError(f"{source}: [tg43].formalism must be '2D' or '1D', got {tg.formalism!r}")
     out = _build(OutputInput, data.get("output"), f"{source}: [output]")
-    return PatientRunConfig(ct=ct, plan=plan, calibration=calib, overrides=overrides, structures=st, dose=dose,
-                            simulation=sim, tg43=tg, output=out, source=source)
+    mats = _build(MaterialsInput, data.get("materials"), f"{source}: [materials]",
+                  files=lambda v, w: _paths(base, v, w), egsnrc=lambda v, w: _paths(base, v, w))
+    cfg = PatientRunConfig(ct=ct, plan=plan, calibration=calib, overrides=overrides, structures=st, dose=dose,
+                           simulation=sim, tg43=tg, output=out, materials=mats, source=source)
+    if mats.files or mats.egsnrc or ct.media_aliases:
+        material_library(cfg)            # read and check the media now, before anything runs
+    return cfg
 
 
 def load_run_config(path: str | Path) -> PatientRunConfig:

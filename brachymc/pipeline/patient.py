@@ -44,11 +44,11 @@ from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
 from brachymc.geometry.seed import SeedModel, load_builtin_seed
 from brachymc.geometry.seeded_phantom import SeededVoxelWorld, SeedPlacement, seed_volume_fraction
 from brachymc.files import atomic_path
-from brachymc.materials import MaterialLibrary, default_library
+from brachymc.materials import MaterialLibrary
 from brachymc.mc.physics import PhysicsSettings
 from brachymc.mc.tally import DoseTally, Estimate
 from brachymc.mc.transport import TransportSettings, make_transport
-from brachymc.pipeline.config import PatientRunConfig
+from brachymc.pipeline.config import PatientRunConfig, material_library
 from brachymc.pipeline.runner import BatchRunResult, StopRule, run_batches
 from brachymc.sources.plan import SeedPlan
 from brachymc.mc.air_kerma import air_kerma_per_history
@@ -182,7 +182,7 @@ def check_seeds_inside(plan: SeedPlan, model: SeedModel, geometry: GridGeometry,
 
 def load_inputs(cfg: PatientRunConfig, library: MaterialLibrary | None = None) -> PatientInputs:
     """Read and check CT, plan and structures; build the calculation grid. Writes nothing."""
-    library = library or default_library()
+    library = library or material_library(cfg)
     notes: list[str] = []
     ct, phantom_in = _read_ct(cfg, library)
     plan, plan_uid = _read_plan(cfg, library)
@@ -392,7 +392,7 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
     (:mod:`brachymc.pipeline.distributed`) with the same result as in-process.
     """
     t_start = time.perf_counter()
-    library = library or default_library()
+    library = library or material_library(cfg)
     out = Path(out)
     inputs = load_inputs(cfg, library)
     phantom, conv = build_phantom(cfg, inputs, library)
@@ -611,18 +611,21 @@ def write_outputs(cfg: PatientRunConfig, out: Path, inputs: PatientInputs, phant
         paths["dvh_csv"], paths["dvh_json"] = write_dvh_files(out, dose, tg43_finite, weights, g.voxel_volume,
                                                                summary["metrics"])
     if cfg.output.rtdose and cfg.dose.kind != "rate":
-        from brachymc.io.dicom_rtdose import DicomReference, write_rtdose
+        from brachymc.io.dicom_export import write_dose_set
+        from brachymc.io.dicom_rtdose import DicomReference
 
+        # patient, study and frame as in the CT; doses reference the input RT Plan, or an RT Plan of
+        # the seeds written beside them (CSV/TOML plans)
         ref = DicomReference(patient_id=inputs.patient_id, patient_name=inputs.patient_name,
                              study_instance_uid=inputs.study_instance_uid,
                              frame_of_reference_uid=inputs.frame_of_reference_uid,
-                             referenced_plan_uid=inputs.plan_uid)
-        paths["rtdose"] = write_rtdose(out / "rtdose.dcm", dose, g, ref)
+                             referenced_plan_uid=inputs.plan_uid,
+                             attributes=dict(getattr(inputs.ct, "dicom_attributes", None) or {}))
+        doses = {"rtdose": (dose, "brachymc Monte Carlo dose (Dm,m)")}
         if dose_w is not None:
-            paths["rtdose_water"] = write_rtdose(out / "rtdose_water.dcm", dose_w, g, ref,
-                                                 comment="brachymc Monte Carlo dose to water in medium (Dw,m)")
-        paths["rtdose_tg43"] = write_rtdose(out / "rtdose_tg43.dcm", np.nan_to_num(tg43, nan=0.0), g, ref,
-                                            comment="brachymc TG-43 dose (0 inside seeds)")
+            doses["rtdose_water"] = (dose_w, "brachymc Monte Carlo dose to water in medium (Dw,m)")
+        doses["rtdose_tg43"] = (np.nan_to_num(tg43, nan=0.0), "brachymc TG-43 dose (0 inside seeds)")
+        paths.update(write_dose_set(out, g, ref, doses, plan=None if inputs.plan_uid else inputs.plan))
     if cfg.output.threeddose:
         from brachymc.io.egsnrc import write_3ddose
 

@@ -58,7 +58,12 @@ _ACC = defines()
 
 
 def default_threads() -> int:
-    """Cores this process may use (its CPU affinity), e.g. those a batch system granted."""
+    """Threads of the CPU build when ``TransportSettings.threads`` is 0: ``$BRACHYMC_THREADS`` (set for
+    the workers of a local Dask cluster: cores / workers), else the cores this process may use (its
+    CPU affinity, e.g. what a batch system granted)."""
+    env = os.environ.get("BRACHYMC_THREADS", "")
+    if env.strip().isdigit() and int(env) > 0:
+        return int(env)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux

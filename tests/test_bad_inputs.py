@@ -144,4 +144,4 @@ def test_seed_centre_inside_the_ct_is_accepted(tmp_path, capsys):
     code = main(["run", str(run), "--out", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 0, err
-    assert "seed(s) #2 reach past the CT edge: the phantom is padded with the adjacent medium" in err
+    assert "seed #2 reaches past the CT edge: the phantom is padded with the adjacent medium" in err

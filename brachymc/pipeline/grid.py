@@ -171,8 +171,8 @@ def calculation_grid(ct, phantom: VoxelPhantom | None, positions_cm: np.ndarray,
         geom = ct.geometry
         resampled = tuple(float(v) for v in calculation_voxel_mm)
         notes.append(Note("grid_resampled", f"CT resampled to {' x '.join(f'{v:g}' for v in resampled)} mm voxels "
-                      f"(overlap-weighted mean HU): {geom.shape[2]} x {geom.shape[1]} x {geom.shape[0]} voxels",
-                      {"voxel_mm": list(resampled)}))
+                          f"(overlap-weighted mean HU): {geom.shape[2]} x {geom.shape[1]} x {geom.shape[0]} voxels",
+                          {"voxel_mm": list(resampled)}))
     else:
         big = max(geom.spacing) * 10.0
         if big > MAX_CALC_VOXEL_MM:
@@ -195,11 +195,11 @@ def calculation_grid(ct, phantom: VoxelPhantom | None, positions_cm: np.ndarray,
         else:
             phantom = VoxelPhantom(geom, phantom.materials, pad_zyx(phantom.material_index, widths),
                                    pad_zyx(phantom.density, widths))
-        sides = ", ".join(f"{n} voxel(s) at {s}" for s, n in padding.items())
-        notes.append(Note("grid_padded", f"seed(s) {', '.join(f'#{i}' for i in padded_seeds[:8])}"
-                      f"{' ...' if len(padded_seeds) > 8 else ''} reach past the CT edge: the phantom is padded "
-                      f"with the adjacent medium ({sides})", {"seeds": list(padded_seeds), "padding": padding},
-                          level="warning"))
+        sides = ", ".join(f"{n} voxel{'s' if n > 1 else ''} at {s}" for s, n in padding.items())
+        which = ", ".join(f"#{i}" for i in padded_seeds[:8]) + (" ..." if len(padded_seeds) > 8 else "")
+        verb = f"seed {which} reaches" if len(padded_seeds) == 1 else f"seeds {which} reach"
+        notes.append(Note("grid_padded", f"{verb} past the CT edge: the phantom is padded with the adjacent medium "
+                          f"({sides})", {"seeds": list(padded_seeds), "padding": padding}, level="warning"))
     if geom.n_voxels > MAX_GRID_VOXELS:
         raise ConfigError(f"{source}: the calculation grid has {geom.n_voxels:,} voxels (at most {MAX_GRID_VOXELS:,}); "
                           "set [ct].crop_margin_mm or a coarser [ct].calculation_voxel_mm")

@@ -78,7 +78,7 @@ TISSUE_CLASSES = {
 #: groups of batches for the jackknife uncertainty of DVH metrics
 DVH_BATCH_GROUPS = 10
 #: TG-43 point-seed pairs beyond which ROI voxels outside the grid get one point each, not s^3
-TG43_BEYOND_PAIRS = 400_000_000
+TG43_BEYOND_PAIRS = 100_000_000
 
 
 @dataclass

@@ -17,6 +17,7 @@ at their physical size. CT is shown in grey with a window of -200..1200 HU.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -185,20 +186,21 @@ def plot_slices(
         _draw_ct(ax, view, ct)
         dplane = view.take(dose)
         for pct, colour in ISODOSE_LEVELS.items():
-            cs = _contour(ax, view, dplane, prescription_gy * pct / 100.0, colors=colour, linewidths=1.0)
+            cs = _contour(ax, view, dplane, prescription_gy * pct / 100.0, colors=colour, linewidths=0.9,
+                          linestyles="dashed")
             if cs is not None:
                 ax.clabel(cs, fmt={cs.levels[0]: f"{pct}%"}, fontsize=6, inline=True)
         for name, w in structs.items():
-            _contour(ax, view, view.take(w), 0.5, colors=[colour_of[name]], linewidths=1.2, linestyles="solid")
+            _contour(ax, view, view.take(w), 0.5, colors=[colour_of[name]], linewidths=1.6, linestyles="solid")
         if len(seeds):
             near = np.abs(seeds[:, view.normal] - view.position) <= _seed_tolerance_cm(view)
             if near.any():
                 ax.plot(10 * seeds[near, view.h_axis], 10 * seeds[near, view.v_axis], marker="o", ms=3.5,
                         mfc="gold", mec="black", mew=0.5, ls="none")
         view.setup(ax)
-    handles = [Line2D([], [], color=c, lw=1.0, label=f"{p}% ({prescription_gy * p / 100:.3g} Gy)")
+    handles = [Line2D([], [], color=c, lw=0.9, ls="--", label=f"{p}% ({prescription_gy * p / 100:.3g} Gy)")
                for p, c in ISODOSE_LEVELS.items()]
-    handles += [Line2D([], [], color=colour_of[n], lw=1.2, label=n) for n in structs]
+    handles += [Line2D([], [], color=colour_of[n], lw=1.6, label=n) for n in structs]
     if len(seeds):
         handles.append(Line2D([], [], marker="o", ms=3.5, mfc="gold", mec="black", ls="none", label="seeds"))
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=7, frameon=False)
@@ -304,7 +306,11 @@ def plot_difference(
         im = ax.imshow(np.ma.masked_invalid(view.take(ratio)), cmap="RdBu_r", norm=norm, alpha=0.75,
                        extent=view.extent, origin=view.origin, interpolation="nearest")
         view.setup(ax)
-    ticks = sorted({round(float(v), 2) for v in np.concatenate([np.linspace(lo, 1.0, 4), np.linspace(1.0, hi, 5)])})
+    nice = (0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.3, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0)
+    below = [v for v in nice if lo <= v < 1.0][-4:]
+    above = [v for v in nice if 1.0 < v <= hi][:4] if hi < 2.0 else [v for v in nice if 1.0 < v <= hi and
+                                                                        v in (1.2, 1.5, 2.0, 3.0, 5.0, 10.0)]
+    ticks = below + [1.0] + above
     fig.colorbar(im, ax=list(axes[:2]), shrink=0.85, label="MC / TG-43", extend="both", ticks=ticks)
 
     ax = axes[2]
@@ -358,13 +364,43 @@ FONT_PT = 6.8
 LINE_IN = 1.32 * FONT_PT / 72.0
 
 
-def _wrap(text: str, width_in: float, font_pt: float = FONT_PT) -> list[str]:
-    import textwrap
+@functools.lru_cache(maxsize=4)
+def _measure(bold: bool):
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
 
-    chars = max(4, int(width_in / (0.62 * font_pt / 72.0)))     # DejaVu Sans: digits advance 0.64 em
+    return TextToPath(), FontProperties(family="DejaVu Sans", weight="bold" if bold else "normal")
+
+
+@functools.lru_cache(maxsize=20000)
+def _width_in(text: str, font_pt: float, bold: bool = False) -> float:
+    """Width (inches) of ``text`` in the report font: unhinted outline metrics, as the PDF draws
+    them (plus 2 %)."""
+    ttp, prop = _measure(bold)
+    prop = prop.copy()
+    prop.set_size(font_pt)
+    return 1.02 * ttp.get_text_width_height_descent(text, prop, ismath=False)[0] / 72.0
+
+
+def _wrap(text: str, width_in: float, font_pt: float = FONT_PT, bold: bool = False) -> list[str]:
+    """Lines of ``text`` no wider than ``width_in`` (words broken only when one alone is wider)."""
     out: list[str] = []
     for para in str(text).split("\n"):
-        out += textwrap.wrap(para, chars, break_long_words=True, break_on_hyphens=False) or [""]
+        line = ""
+        for word in para.split(" "):
+            trial = f"{line} {word}" if line else word
+            if _width_in(trial, font_pt, bold) <= width_in or not line:
+                line = trial
+            else:
+                out.append(line)
+                line = word
+            while _width_in(line, font_pt, bold) > width_in and len(line) > 1:      # a word wider than the cell
+                k = len(line)
+                while k > 1 and _width_in(line[:k], font_pt, bold) > width_in:
+                    k -= 1
+                out.append(line[:k])
+                line = line[k:]
+        out.append(line)
     return out
 
 
@@ -387,8 +423,10 @@ class _Table:
         pad = 0.05
         line = 1.32 * self.font_pt / 72.0
         cells = []
-        for row in ([self.columns] if self.columns else []) + self.rows:
-            wrapped = [_wrap(c, max(self.widths[k] * text_w - 2 * pad, 0.2), self.font_pt) for k, c in enumerate(row)]
+        for r, row in enumerate(([self.columns] if self.columns else []) + self.rows):
+            bold = (self.columns is not None and r == 0) or (r - (1 if self.columns else 0)) in self.bold_rows
+            wrapped = [_wrap(c, max(self.widths[k] * text_w - 2 * pad, 0.2), self.font_pt, bold)
+                       for k, c in enumerate(row)]
             cells.append((wrapped, max(len(w) for w in wrapped) * line + 2 * pad * 0.6))
         note = _wrap(self.note, text_w, self.font_pt - 0.3) if self.note else []
         return cells, note, line
@@ -527,8 +565,7 @@ def _comparison_block(comparison: Mapping[str, Mapping], heading: str = "DVH met
                                          for k, _ in cols])
             rows.append(["", "\u0394"] + [_diff_cell(k, (c.get("diff") or {}).get(k)) for k, _ in cols])
         if c.get("tg43_whole"):
-            cf = c.get("covered_fraction")
-            label = "TG-43 whole ROI" + (f" ({100 * cf:.0f} % on grid)" if cf is not None else "")
+            label = "TG-43, whole ROI"
             if not c.get("mc"):
                 bold.append(len(rows))
             rows.append([name if not c.get("mc") else "", label] +
@@ -538,7 +575,7 @@ def _comparison_block(comparison: Mapping[str, Mapping], heading: str = "DVH met
                     "of TG-43, V in percentage points (MC - TG-43); voxels inside seeds excluded from both. "
                     "Dmax*: the highest single-voxel dose among the voxels wholly inside the ROI.")
     return _Table(heading, ["ROI", "dose"] + [label for _, label in cols], rows,
-                  widths=[0.14, 0.13] + [0.73 / max(len(cols), 1)] * len(cols), note=note, bold_rows=bold)
+                  widths=[0.14, 0.15] + [0.71 / max(len(cols), 1)] * len(cols), note=note, bold_rows=bold)
 
 
 def _gamma_block(gamma: Sequence[Mapping]) -> _Table:
@@ -697,7 +734,8 @@ def _case_block(s: Mapping) -> _Table:
     pat, plan, st = s.get("patient") or {}, s.get("plan") or {}, s.get("statistics") or {}
     sw = s.get("software") or {}
     rows = [
-        ["patient", f"{pat.get('name') or '-'} (ID {pat.get('id') or '-'})", "plan label", plan.get("label") or "-"],
+        ["patient", (f"{pat.get('name') or '-'} (ID {pat.get('id')})" if pat.get("id") else
+                     "not given (the CT input has no patient data)"), "plan label", plan.get("label") or "-"],
         ["plan file", Path(str(plan.get("file", "-"))).name, "plan UID", plan.get("uid") or "-"],
         ["seeds", f"{plan.get('n_seeds')} x {plan.get('seed_model_name') or plan.get('seed_model')} "
                   f"({plan.get('seed_model')})", "air-kerma strength",
@@ -713,6 +751,15 @@ def _case_block(s: Mapping) -> _Table:
     return _Table("Patient, plan and run", None, rows, widths=[0.13, 0.37, 0.15, 0.35])
 
 
+def _dataset_text(d: Mapping) -> str:
+    kind, src = d.get("dataset"), str(d.get("dataset_source") or "")
+    if kind == "brachymc":
+        return f"brachymc's own Monte Carlo TG-43 dataset for the {d.get('seed_model')} (configs/tg43)"
+    if kind == "tg43u1":
+        return src.split(";")[0] if src else "AAPM TG-43U1 consensus"
+    return f"{Path(kind).name} ({src.split(';')[0]})" if kind else src
+
+
 def _doses_block(s: Mapping) -> _Table:
     doses = s.get("doses") or {}
     rows = []
@@ -724,7 +771,7 @@ def _doses_block(s: Mapping) -> _Table:
         if key == "tg43":
             lam = d.get("lambda_cGy_per_h_per_U")
             own = d.get("brachymc_mc_lambda") or {}
-            how += (f". Dataset: {d.get('dataset')} ({d.get('dataset_source')}); dose-rate constant Λ = "
+            how += (f". Dataset: {_dataset_text(d)}; dose-rate constant Λ = "
                     f"{_fmt(lam, 4)} cGy h-1 U-1")
             if own.get("lambda_cGy_per_h_per_U"):
                 u = own.get("rel_unc")
@@ -734,6 +781,12 @@ def _doses_block(s: Mapping) -> _Table:
                            if d.get("lambda_vs_brachymc_percent") is not None else ""))
         rows.append([d.get("quantity", key), d.get("name", ""), how])
     return _Table("What each dose is", ["quantity", "dose", "how it is computed"], rows, widths=[0.1, 0.24, 0.66])
+
+
+def _seeds_text(seeds: Sequence[int]) -> str:
+    seeds = list(seeds)
+    names = ", ".join(f"#{i}" for i in seeds[:6]) + (" ..." if len(seeds) > 6 else "")
+    return f"seed {names} reaches" if len(seeds) == 1 else f"seeds {names} reach"
 
 
 def _calc_block(s: Mapping) -> _Table:
@@ -757,8 +810,8 @@ def _calc_block(s: Mapping) -> _Table:
          else "none (CT voxels)"],
         ["CT", f"{' x '.join(str(v) for v in (g.get('ct_shape_zyx') or [])[::-1])} voxels of "
                f"{' x '.join(f'{v:g}' for v in g.get('ct_voxel_mm', []))} mm", "padding",
-         ("; ".join(f"{n} voxel(s) at {k}" for k, n in pad.items()) + " (adjacent medium; seeds "
-          + ", ".join(f"#{i}" for i in g.get("padded_for_seeds", [])) + " reach past the CT)") if pad else "none"],
+         ("; ".join(f"{n} voxel{'s' if n > 1 else ''} at {k}" for k, n in pad.items()) + " of the adjacent medium: "
+          + _seeds_text(g.get("padded_for_seeds", [])) + " past the CT edge") if pad else "none"],
         ["media", f"{s.get('calibration', '-')}", "transport", f"{s.get('mode', '-')} (every seed modelled)"
          if s.get("mode") == "full" else f"{s.get('mode', '-')}"],
         ["histories", f"{_fmt(st.get('histories'))} in {_fmt(st.get('batches'))} batches (seed {st.get('seed')})",
@@ -805,7 +858,7 @@ def write_patient_report(path: str | Path, summary: Mapping, figures: Sequence =
     targets = {n: m for n, m in metrics.items() if m.get("role") == "target" or m.get("type") in ("GTV", "CTV", "PTV")}
     oars = {n: m for n, m in metrics.items() if n not in targets}
     blocks: list = [_case_block(s), _doses_block(s), _calc_block(s)]
-    unc_note = ("MC values \u00b1 1 sigma statistical (delete-a-group jackknife over the batches); D in Gy, V in % of "
+    unc_note = ("MC: Dm,m. MC values \u00b1 1 sigma statistical (delete-a-group jackknife over the batches); D in Gy, V in % of "
                 "the ROI, volume in cm3. \u0394: D in % of TG-43, V in percentage points. MC and TG-43 rows cover the "
                 "same voxels (the ROI on the calculation grid outside the seeds).")
     if targets:
@@ -828,8 +881,9 @@ def write_patient_report(path: str | Path, summary: Mapping, figures: Sequence =
         details.append(_gamma_block(s["gamma"]))
     pat, plan = s.get("patient") or {}, s.get("plan") or {}
     title = "brachymc patient dose report"
-    subtitle = (f"patient {pat.get('id') or '-'}  |  plan {plan.get('label') or Path(str(plan.get('file', ''))).name}  |  "
-                f"{s.get('created', '')}  |  brachymc {s.get('version', '')}")
+    subtitle = "  |  ".join(([f"patient {pat['id']}"] if pat.get("id") else [])
+                            + [f"plan {plan.get('label') or Path(str(plan.get('file', ''))).name}",
+                               str(s.get("created", "")), f"brachymc {s.get('version', '')}"])
     pages = _pages(title, subtitle, blocks)
     if details:
         pages += _pages("Comparison details", subtitle, details)
@@ -839,6 +893,6 @@ def write_patient_report(path: str | Path, summary: Mapping, figures: Sequence =
                 "calculation grid covers only part of it.",
                 "MC / TG-43 dose ratio on the axial and sagittal planes through the target (colour scale from the "
                 "data: 1st to 99th percentile about 1), and its histogram in voxels above 10 % of the prescription."]
-    footer = (f"brachymc {s.get('version', '')}  -  patient {pat.get('id') or '-'}  -  plan "
-              f"{plan.get('label') or '-'}")
+    footer = "  -  ".join([f"brachymc {s.get('version', '')}"] + ([f"patient {pat['id']}"] if pat.get("id") else [])
+                          + ([f"plan {plan['label']}"] if plan.get("label") else []))
     return _write_pdf(Path(path), title, pages, figures, captions, footer=footer)

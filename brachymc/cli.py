@@ -113,7 +113,7 @@ def _print_patient_result(res) -> None:
                 print(f"{name:<14} {label:>11} {fmt(x['volume_cc'], 7, 2)} {fmt(x['D90_Gy'])} {fmt(x['D100_Gy'])} "
                       f"{fmt(x['Dmean_Gy'])} {fmt(x.get('Dmax_Gy'))} {fmt(x.get('D0.1cc_Gy'))} {fmt(x.get('D2cc_Gy'))} "
                       f"{fmt(x.get('V100_percent'), 7)} {fmt(x.get('V150_percent'), 7)} {fmt(x.get('V200_percent'), 7)}")
-        sig = [f"{n} D90 {m['mc_unc']['D90_Gy']:.1f} Gy" for n, m in res.metrics.items()
+        sig = [f"{n} D90 {m['mc_unc']['D90_Gy']:.2g} Gy" for n, m in res.metrics.items()
                if (m.get("mc_unc") or {}).get("D90_Gy") is not None]
         if sig:
             print("MC 1-sigma (batch jackknife): " + ", ".join(sig) + "; Dmax*: hottest voxel wholly inside the ROI; "

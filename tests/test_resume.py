@@ -140,3 +140,17 @@ def test_resume_time_budget_wall_clock(tmp_path, monkeypatch):
     whole = _run(cfg, tmp_path / "whole")
     assert whole.run.stopped_by == "time" and whole.run.batches == 4
     _check_both_interruptions(cfg, tmp_path, monkeypatch, whole, stop_batch=4, during=2)
+
+
+def test_resume_with_more_histories_continues(tmp_path, monkeypatch):
+    """A checkpoint written at the history limit, resumed with a higher limit, continues to it and
+    equals the run made with the higher limit from the start."""
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _interrupt_after_transport(m)
+        with pytest.raises(KeyboardInterrupt):
+            _run(_case(tmp_path, "four", histories=4000), out)
+    more = _run(_case(tmp_path, "four", histories=6000), out, resume=True)
+    six = _run(_case(tmp_path, "six", histories=6000), tmp_path / "six")
+    _same(six, more)
+    assert more.summary["statistics"]["continued_from_batch"] == 5

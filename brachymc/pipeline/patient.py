@@ -632,10 +632,6 @@ def _summary(cfg, inputs: PatientInputs, phantom, conv, backend, run: BatchRunRe
 
 # ---------------------------------------------------------------------------------------------
 # 7. outputs
-def _write_json(path: Path, data) -> None:
-    write_json(path, data)
-
-
 def write_dvh_files(out: Path, curves: dict, metrics: dict) -> tuple[Path, Path]:
     """``dvh.csv`` (cumulative DVH per ROI and calculation; LF line ends; each ROI binned at 1/1000 of
     its own highest dose) and ``dvh.json`` (metrics and curves).

@@ -23,8 +23,10 @@ Resume equals the uninterrupted run, bit for bit, in every stop mode:
 
 * ``histories`` and ``target``: the stop test after batch i sees exactly the sums it saw in the
   uninterrupted run, so it stops after the same batch;
-* a run interrupted *after* its stop decision (e.g. while its outputs were being written) finds the
-  decision in the checkpoint and transports nothing more;
+* a run interrupted *after* its stop decision (e.g. while its outputs were being written) repeats
+  the stop test on the loaded sums before transporting anything, finds the same decision (also
+  recorded in the checkpoint) and transports nothing more; a changed rule (more histories, a
+  longer budget, a tighter target) is obeyed instead;
 * ``time``: the budget is a wall-clock quantity, so two uninterrupted runs already differ in the
   batch they stop at. What is exact: the dose is a function of the number of batches alone; the
   transport time of earlier sessions is carried in the checkpoint, and a resume after the stop
@@ -315,6 +317,18 @@ def default_quantities(tally: DoseTally) -> dict[str, str]:
             for q in tally.quantities}
 
 
+def _stop_decision(rule: StopRule, b: int, unc: float | None, elapsed: float) -> str | None:
+    """Why a run stops after ``b`` batches (mean target uncertainty ``unc``, ``elapsed`` s), or None."""
+    if b >= rule.min_batches:
+        if rule.target_rel_unc is not None and unc is not None and unc <= float(rule.target_rel_unc):
+            return "target"
+        if rule.time_budget_s is not None and elapsed >= float(rule.time_budget_s):
+            return "time"
+    if b >= rule.max_batches:
+        return "histories"
+    return None
+
+
 def _aim(rule: StopRule, b: int, unc: float | None, elapsed: float) -> int:
     """Batches the run is expected to need, judged after ``b`` batches (for the progress bar)."""
     est = rule.max_batches
@@ -373,14 +387,20 @@ def run_batches(transport, source, tally: DoseTally, rule: StopRule, seed: int, 
         log.info("resuming from %s: %d batches, %d histories%s", ckpt, start, tally.n_histories,
                  f" (stopped by {stopped})" if stopped else "")
     per = int(rule.batch_histories)
-    result = BatchRunResult(tally, start, tally.n_histories, elapsed, steps, stopped or "histories", None, energy,
-                            start, resumed_after_stop=stopped is not None)
-    if stopped is not None or start >= rule.max_batches:
-        if region is not None:
-            result.target_rel_unc_reached = mean_rel_uncertainty(tally, region)
-        if executor is not None:
-            executor.close()
-        return result
+    result = BatchRunResult(tally, start, tally.n_histories, elapsed, steps, "histories", None, energy, start)
+    if start > 0:
+        # the stop test of batch `start`, on the loaded sums: a checkpoint written at the stop (e.g.
+        # interrupted while the outputs were written) stops here, exactly as the run did; one
+        # written before it continues. A changed rule (more histories, a longer budget) is obeyed.
+        u = mean_rel_uncertainty(tally, region) if region is not None and start >= 2 else None
+        now = _stop_decision(rule, start, u, elapsed)
+        if stopped is not None and now is None:
+            log.warning("%s: the run had stopped (%s); the changed stopping rule continues it", ckpt, stopped)
+        if now is not None:
+            result.stopped_by, result.resumed_after_stop, result.target_rel_unc_reached = now, True, u
+            if executor is not None:
+                executor.close()
+            return result
     if executor is None:
         executor = InlineExecutor(transport, source, raw_quantities, per, seed)
     bar = None
@@ -425,18 +445,11 @@ def run_batches(transport, source, tally: DoseTally, rule: StopRule, seed: int, 
             b += 1
             result.batches, result.histories = b, tally.n_histories
             result.wall_time_s, result.voxel_steps = elapsed, steps
-            stop = None
             u = None
             if region is not None and b >= 2:
                 u = mean_rel_uncertainty(tally, region)
                 result.target_rel_unc_reached = u
-            if b >= rule.min_batches:
-                if rule.target_rel_unc is not None and u is not None and u <= float(rule.target_rel_unc):
-                    stop = "target"
-                if stop is None and rule.time_budget_s is not None and elapsed >= float(rule.time_budget_s):
-                    stop = "time"
-            if stop is None and b >= rule.max_batches:
-                stop = "histories"
+            stop = _stop_decision(rule, b, u, elapsed)
             if stop is not None:
                 result.stopped_by = decided = stop
             if bar is not None:

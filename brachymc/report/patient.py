@@ -213,7 +213,7 @@ def plot_slices(
 
 def plot_dvh(
     path: str | Path,
-    dvhs: Mapping[str, tuple],
+    dvhs: Mapping[str, tuple[DVH | None, ...] | DVH],
     prescription_gy: float | None,
     title: str = "Cumulative DVH (solid: MC, dashed: TG-43)",
     colours: Mapping[str, object] | None = None,
@@ -348,14 +348,15 @@ def _fmt(v, digits: int = 4) -> str:
 
 
 def _dose(v, unc=None) -> str:
-    """A dose or volume percentage with 1 decimal (3 significant digits below 10), +- its sigma."""
+    """A dose or volume percentage (1 decimal; 2 below 10; none from 1000), +- its sigma."""
     if v is None or not math.isfinite(float(v)):
         return "-"
     v = float(v)
-    dec = 1 if abs(v) >= 10 else 2
+    dec = 0 if abs(v) >= 1000 else 1 if abs(v) >= 10 else 2
     text = f"{v:.{dec}f}"
     if unc is not None and math.isfinite(float(unc)):
-        text += f" \u00b1 {float(unc):.{dec}f}"
+        u = float(unc)
+        text += f" \u00b1 {u:.{dec}f}" if u >= 0.5 * 10.0 ** -dec else f" \u00b1 <{10.0 ** -dec:g}"
     return text
 
 

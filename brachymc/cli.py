@@ -15,11 +15,20 @@ from brachymc._paths import config_dir
 from brachymc.errors import BrachyMCError
 
 
+def _add_engine(p: argparse.ArgumentParser, where: str | None = None) -> None:
+    of = f"override {where} " if where else ""
+    p.add_argument("--engine", choices=("auto", "kernel", "array"),
+                   help=f"{of}transport engine: kernel (one C++/CUDA source, CPU or GPU), array (NumPy/CuPy "
+                        "reference) or auto (the kernel where it builds)")
+    p.add_argument("--threads", type=int, help=f"{of}CPU threads of the kernel engine (0: one per core)")
+
+
 def _add_run_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--histories", type=int, help="override [run] histories")
     p.add_argument("--batches", type=int, help="override [run] batches")
     p.add_argument("--seed", type=int, help="override [run] seed")
     p.add_argument("--backend", choices=("numpy", "cupy", "auto"), help="override [run] backend")
+    _add_engine(p, "[run]")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-cache", action="store_true", help="rebuild physics tables instead of using the cache")
 
@@ -30,6 +39,7 @@ def _add_patient_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=float, help="override [simulation] time_budget_s (s of transport)")
     p.add_argument("--seed", type=int, help="override [simulation] seed")
     p.add_argument("--backend", choices=("numpy", "cupy", "auto"), help="override [simulation] backend")
+    _add_engine(p, "[simulation]")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/checkpoint.h5")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=int, help="run batches on a local Dask cluster of N worker processes "
@@ -62,7 +72,7 @@ def _run_config(path: Path, out: Path, args, on_batch=None, prepare=None) -> tup
     from brachymc.mc.simulation import run_simulation
 
     cfg = load_config(path, {"histories": args.histories, "batches": args.batches, "seed": args.seed,
-                             "backend": args.backend})
+                             "backend": args.backend, "engine": args.engine, "threads": args.threads})
     out.mkdir(parents=True, exist_ok=True)
     r = cfg.run
     print(f"brachymc {__version__}: {cfg.title}", file=sys.stderr)
@@ -131,8 +141,9 @@ def _print_patient_result(res) -> None:
     print("\nwrote: " + ", ".join(sorted(Path(p).name for p in res.outputs.values())))
 
 
-_SIMULATION_OPTIONS = (("histories", "histories"), ("seed", "seed"), ("backend", "backend"),
-                       ("time_budget_s", "time_budget"), ("target_uncertainty", "target_uncertainty"))
+_SIMULATION_OPTIONS = (("histories", "histories"), ("seed", "seed"), ("backend", "backend"), ("engine", "engine"),
+                       ("threads", "threads"), ("time_budget_s", "time_budget"),
+                       ("target_uncertainty", "target_uncertainty"))
 
 
 def _run_overrides(cfg, args):
@@ -254,7 +265,8 @@ def cmd_validate_tg43(args) -> int:
     histories = args.histories or (300_000 if args.quick else 20_000_000)
     sk = args.sk_histories or (2_000_000 if args.quick else histories)
     settings = TG43RunSettings(histories=histories, sk_histories=sk, batches=args.batches, seed=args.rng_seed,
-                               backend=args.backend or "auto")
+                               backend=args.backend or "auto", engine=args.engine or "auto",
+                               threads=args.threads or 0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     res = run_tg43(model, settings, progress=not args.no_progress)
@@ -303,7 +315,8 @@ def cmd_validate_primary(args) -> int:
 
     lib = default_library()
     model = load_seed_model(args.seed, lib) if args.seed.endswith(".toml") else load_builtin_seed(args.seed, lib)
-    kw = dict(seed=args.rng_seed, backend=args.backend or "numpy")
+    kw = dict(seed=args.rng_seed, backend=args.backend or "numpy", engine=args.engine or "auto",
+              threads=args.threads or 0)
     if args.histories:
         kw["histories"] = args.histories
     if args.decays:
@@ -367,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batches", type=int, default=10)
     t.add_argument("--rng-seed", type=int, default=43)
     t.add_argument("--backend", choices=("numpy", "cupy", "auto"))
+    _add_engine(t)
     t.add_argument("--out", required=True)
     t.add_argument("--quick", action="store_true", help="CI-sized run")
     t.add_argument("--reference", help="folder with the published reference data (default ../shared/reference)")
@@ -381,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--radii", help="comma-separated radii in cm (default 1,2)")
     pc.add_argument("--rng-seed", type=int, default=2026)
     pc.add_argument("--backend", choices=("numpy", "cupy", "auto"))
+    _add_engine(pc)
     pc.add_argument("--out", required=True)
     pc.add_argument("--quick", action="store_true", help="CI-sized run (1 cm; 30, 60, 90 deg)")
     pc.set_defaults(func=cmd_validate_primary)

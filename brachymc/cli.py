@@ -50,7 +50,14 @@ def _add_patient_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", help="client key for a TLS scheduler")
 
 
+def _check_workers(args) -> None:
+    w = getattr(args, "workers", None)
+    if w is not None and w < 1:
+        raise BrachyMCError(f"--workers: must be a whole number >= 1 (worker processes), got {w}")
+
+
 def _dask_client(args):
+    _check_workers(args)
     if not args.workers and not args.scheduler:
         return None
     from brachymc.pipeline.distributed import make_client
@@ -92,21 +99,39 @@ def cmd_simulate(args) -> int:
 
 def _print_patient_result(res) -> None:
     s = res.summary
+    st = s.get("statistics", {})
     unc = s.get("target_mean_rel_uncertainty")
     print(f"\n{s['n_seeds']} seeds ({s['seed_model']}), {s['histories']:,} histories in {s['batches']} batches, "
           f"{s['transport_time_s']:.1f} s transport on {s['backend']} ({s['histories_per_second']:,.0f} histories/s); "
           f"stopped by {s['stopped_by']}" + (f"; mean uncertainty in the target {100 * unc:.2f} %" if unc else ""))
-    print(f"dose: {s['dose_unit']}" + (f"; prescription {s['prescription_gy']:g} Gy" if s["prescription_gy"] else ""))
+    if st.get("resumed"):
+        print(f"resumed from a checkpoint of {st['checkpoint_batches']} batches"
+              + ("; the run had already stopped, nothing more was transported" if st.get("checkpoint_had_stopped")
+                 else f"; continued with batch {st['continued_from_batch']}"))
+    doses = s.get("doses", {})
+    print(f"dose: {s['dose_unit']}" + (f"; prescription {s['prescription_gy']:g} Gy" if s["prescription_gy"] else "")
+          + (f"; MC = {doses['mc']['quantity']}, TG-43 = {doses['tg43']['quantity']}" if "mc" in doses else ""))
     if res.metrics:
-        print(f"\n{'ROI':<14} {'calc':>5} {'vol cc':>7} {'D90':>8} {'D100':>8} {'Dmean':>8} {'Dmax':>8} {'D0.1cc':>8} "
+        print(f"\n{'ROI':<14} {'dose':>11} {'vol cc':>7} {'D90':>8} {'D100':>8} {'Dmean':>8} {'Dmax*':>8} {'D0.1cc':>8} "
               f"{'D2cc':>8} {'V100 %':>7} {'V150 %':>7} {'V200 %':>7}")
         fmt = lambda v, w=8, p=1: f"{v:{w}.{p}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"  # noqa: E731
         for name, m in res.metrics.items():
-            for k in ("mc", "tg43"):
-                x = m[k]
-                print(f"{name:<14} {k:>5} {fmt(x['volume_cc'], 7, 2)} {fmt(x['D90_Gy'])} {fmt(x['D100_Gy'])} "
-                      f"{fmt(x['Dmean_Gy'])} {fmt(x['Dmax_Gy'])} {fmt(x.get('D0.1cc_Gy'))} {fmt(x.get('D2cc_Gy'))} "
+            for k, label in (("mc", "MC"), ("tg43", "TG-43"), ("tg43_whole", "TG-43 whole")):
+                x = m.get(k)
+                if not x:
+                    continue
+                print(f"{name:<14} {label:>11} {fmt(x['volume_cc'], 7, 2)} {fmt(x['D90_Gy'])} {fmt(x['D100_Gy'])} "
+                      f"{fmt(x['Dmean_Gy'])} {fmt(x.get('Dmax_Gy'))} {fmt(x.get('D0.1cc_Gy'))} {fmt(x.get('D2cc_Gy'))} "
                       f"{fmt(x.get('V100_percent'), 7)} {fmt(x.get('V150_percent'), 7)} {fmt(x.get('V200_percent'), 7)}")
+        sig = [f"{n} D90 {m['mc_unc']['D90_Gy']:.2g} Gy" for n, m in res.metrics.items()
+               if (m.get("mc_unc") or {}).get("D90_Gy") is not None]
+        if sig:
+            print("MC 1-sigma (batch jackknife): " + ", ".join(sig) + "; Dmax*: hottest voxel wholly inside the ROI; "
+                  "TG-43 whole: the whole ROI where the grid covers part of it")
+    why = {"empty": "empty", "outside_ct": "outside the CT", "excluded": "not selected"}
+    skipped = [f"{r['name']} ({why[r['status']]})" for r in s.get("rois", []) if r["status"] in why]
+    if skipped:
+        print("ROIs without a DVH: " + ", ".join(skipped))
     if res.tissue_ratios:
         print("\nMC / TG-43 (dose-weighted) by tissue: " + ", ".join(
             f"{k} {v['mean_ratio']:.3f}" for k, v in res.tissue_ratios.items()))
@@ -116,22 +141,34 @@ def _print_patient_result(res) -> None:
     print("\nwrote: " + ", ".join(sorted(Path(p).name for p in res.outputs.values())))
 
 
+_SIMULATION_OPTIONS = (("histories", "histories"), ("seed", "seed"), ("backend", "backend"), ("engine", "engine"),
+                       ("threads", "threads"), ("time_budget_s", "time_budget"),
+                       ("target_uncertainty", "target_uncertainty"))
+
+
 def _run_overrides(cfg, args):
-    ch = {}
-    for k, a in (("histories", "histories"), ("seed", "seed"), ("backend", "backend"), ("engine", "engine"),
-                 ("threads", "threads"),
-                 ("time_budget_s", "time_budget"), ("target_uncertainty", "target_uncertainty")):
-        v = getattr(args, a, None)
-        if v is not None:
-            ch[k] = v
-    return cfg.with_simulation(**ch) if ch else cfg
+    """The run file's [simulation] with the command-line options, checked as the file's values are."""
+    from brachymc.pipeline.config import with_overrides
+
+    return with_overrides(cfg, **{k: getattr(args, a, None) for k, a in _SIMULATION_OPTIONS})
+
+
+def _check_run_options(args) -> None:
+    """The numeric command-line options alone (before anything is written)."""
+    from brachymc.pipeline.config import PatientRunConfig, CTInput, PlanInput
+
+    dummy = PatientRunConfig(ct=CTInput(), plan=PlanInput(file=Path(".")))
+    _run_overrides(dummy, args)
+    _check_workers(args)
 
 
 def cmd_run(args) -> int:
     from brachymc.pipeline.config import load_run_config
-    from brachymc.pipeline.patient import run_patient
+    from brachymc.pipeline.patient import check_output_folder, run_patient
 
     cfg = _run_overrides(load_run_config(args.config), args)
+    check_output_folder(Path(args.out), args.resume)
+    _check_workers(args)
     client = _dask_client(args)
     try:
         res = run_patient(cfg, Path(args.out), resume=args.resume, progress=not args.no_progress,
@@ -148,9 +185,11 @@ def cmd_run(args) -> int:
 def cmd_demo(args) -> int:
     """Generate the built-in spine case, run the whole pipeline on it and print the DVH table."""
     from brachymc.examples.demo import demo_config, write_demo_case
-    from brachymc.pipeline.patient import run_patient
+    from brachymc.pipeline.patient import check_output_folder, run_patient
 
     out = Path(args.out)
+    check_output_folder(out, args.resume)
+    _check_run_options(args)
     mode = args.mode
     if mode == "auto":
         from brachymc.backend import cupy_available

@@ -62,7 +62,9 @@ def test_dvh_partial_volumes_and_errors():
     w = np.array([1.0, 0.5, 0.5, 0.0])              # half voxels count half
     m = dvh_metrics(dose, w, 1.0)
     assert m["volume_cc"] == pytest.approx(2.0)
-    assert m["Dmax_Gy"] == 30.0 and m["Dmean_Gy"] == pytest.approx((10 + 10 + 15) / 2.0)
+    # Dmax: the hottest voxel wholly inside the structure (the half voxels at 20 and 30 Gy do not count)
+    assert m["Dmax_Gy"] == 10.0 and m["Dmean_Gy"] == pytest.approx((10 + 10 + 15) / 2.0)
+    assert dvh_metrics(dose, np.array([0.5, 0.5, 0.5, 0.0]), 1.0)["Dmax_Gy"] is None
     with pytest.raises(ConfigError, match="empty"):
         dvh_metrics(dose, np.zeros(4), 1.0)
     with pytest.raises(ConfigError, match="masked seed voxels"):

@@ -111,9 +111,11 @@ struct BmcParams {
     const int* solid_mat;          // (n_solids) material index in the world
     const double* solid_rho;       // (n_solids) g/cm3
     const double* cyl_r2;          // (n_cyl) radius^2 of every cylinder surface
+    const double* cyl_r;           // (n_cyl) its radius
     const double* planes;          // (n_planes) z of every plane
     const double* cone_surf;       // (n_cone_surf, 2) (k, slope)
     const double* sph_surf;        // (n_sph_surf, 2) (z0, radius^2)
+    const double* sph_r;           // (n_sph_surf) radius
     // ---- source ---------------------------------------------------------------------------------
     long long source_kind;         // 0 point, 1 line, 2 pencil beam, 3 seeds
     long long n_spec;              // spectral lines

@@ -21,8 +21,9 @@ BMC_DEVICE void bmc_philox4x32_10(const bmc_u32 ctr[4], bmc_u32 k0, bmc_u32 k1, 
     bmc_u32 c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3];
     for (int r = 0; r < 10; ++r) {
         if (r > 0) { k0 += W0; k1 += W1; }
-        bmc_u32 hi0 = bmc_mulhi32(M0, c0), lo0 = M0 * c0;
-        bmc_u32 hi1 = bmc_mulhi32(M1, c2), lo1 = M1 * c2;
+        const bmc_u64 p0 = (bmc_u64)M0 * c0, p1 = (bmc_u64)M1 * c2;   // 32 x 32 -> 64 bits
+        const bmc_u32 hi0 = (bmc_u32)(p0 >> 32), lo0 = (bmc_u32)p0;
+        const bmc_u32 hi1 = (bmc_u32)(p1 >> 32), lo1 = (bmc_u32)p1;
         bmc_u32 n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
         c0 = n0; c1 = lo1; c2 = n2; c3 = lo0;
     }

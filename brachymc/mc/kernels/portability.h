@@ -29,7 +29,6 @@ typedef unsigned int bmc_u32;
 typedef unsigned long long bmc_u64;
 
 BMC_DEVICE void bmc_atomic_add(double* p, double v) { atomicAdd(p, v); }
-BMC_DEVICE bmc_u32 bmc_mulhi32(bmc_u32 a, bmc_u32 b) { return __umulhi(a, b); }
 BMC_DEVICE bmc_u64 bmc_double_bits(double x) { return (bmc_u64)__double_as_longlong(x); }
 BMC_DEVICE double bmc_bits_double(bmc_u64 b) { return __longlong_as_double((long long)b); }
 BMC_DEVICE double bmc_sqrt(double x) { return sqrt(x); }      // IEEE correctly rounded
@@ -65,7 +64,6 @@ BMC_DEVICE void bmc_atomic_add(double* p, double v) {
         if (__atomic_compare_exchange_n(q, &old, nb, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return;
     }
 }
-BMC_DEVICE bmc_u32 bmc_mulhi32(bmc_u32 a, bmc_u32 b) { return (bmc_u32)(((bmc_u64)a * b) >> 32); }
 BMC_DEVICE bmc_u64 bmc_double_bits(double x) { bmc_u64 b; std::memcpy(&b, &x, 8); return b; }
 BMC_DEVICE double bmc_bits_double(bmc_u64 b) { double x; std::memcpy(&x, &b, 8); return x; }
 BMC_DEVICE double bmc_sqrt(double x) { return std::sqrt(x); }  // IEEE correctly rounded

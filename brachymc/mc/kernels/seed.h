@@ -77,13 +77,13 @@ BMC_DEVICE double bmc_quad_next(double a, double b, double c, double best) {
     return best;
 }
 
-// Distance to the next crossing of any of the seed's surfaces (BMC_BIG: none).
+// Distance to the next crossing of any of the seed's surfaces (BMC_BIG: none). Planes come first
+// (cheap, and often near); a cylinder or sphere is skipped when the distance of the point from it
+// (|r - R|, |rho - R|), a lower bound of the distance along any ray, already exceeds the best stop.
 BMC_DEVICE double bmc_seed_distance(const BmcParams* P, double z, double r2, double w, double pd) {
     double best = BMC_BIG;
     double one_m_w2 = 1.0 - w * w;
     if (one_m_w2 < 0) one_m_w2 = 0.0;
-    const double b_cyl = 2.0 * pd;
-    for (int k = 0; k < (int)P->n_cyl; ++k) best = bmc_quad_next(one_m_w2, b_cyl, r2 - P->cyl_r2[k], best);
     if (w != 0) {
         const double inv_w = 1.0 / w;
         for (int k = 0; k < (int)P->n_planes; ++k) {
@@ -91,14 +91,24 @@ BMC_DEVICE double bmc_seed_distance(const BmcParams* P, double z, double r2, dou
             if (t > BMC_SURFACE_EPS && t < best) best = t;
         }
     }
+    const double r = bmc_sqrt(r2);
+    const double b_cyl = 2.0 * pd;
+    for (int k = 0; k < (int)P->n_cyl; ++k) {
+        const double gap = r - P->cyl_r[k];
+        if ((gap < 0 ? -gap : gap) >= best) continue;
+        best = bmc_quad_next(one_m_w2, b_cyl, r2 - P->cyl_r2[k], best);
+    }
+    for (int k = 0; k < (int)P->n_sph_surf; ++k) {
+        const double dz = z - P->sph_surf[2 * k];
+        const double q = r2 + dz * dz;
+        const double gap = bmc_sqrt(q) - P->sph_r[k];
+        if ((gap < 0 ? -gap : gap) >= best) continue;
+        best = bmc_quad_next(1.0, 2.0 * (pd + dz * w), q - P->sph_surf[2 * k + 1], best);
+    }
     for (int k = 0; k < (int)P->n_cone_surf; ++k) {
         const double kk = P->cone_surf[2 * k], slope = P->cone_surf[2 * k + 1];
         const double lim = kk + slope * z;
         best = bmc_quad_next(one_m_w2 - slope * slope * w * w, 2.0 * (pd - slope * w * lim), r2 - lim * lim, best);
-    }
-    for (int k = 0; k < (int)P->n_sph_surf; ++k) {
-        const double dz = z - P->sph_surf[2 * k];
-        best = bmc_quad_next(1.0, 2.0 * (pd + dz * w), r2 + dz * dz - P->sph_surf[2 * k + 1], best);
     }
     return best;
 }

@@ -131,7 +131,7 @@ sj = work / "demo" / "summary.json"
 if sj.exists():
     s = json.loads(sj.read_text())
     demo.update({k: s.get(k) for k in ("transport_time_s", "histories", "histories_per_second", "stage_times_s",
-                                       "target_mean_rel_uncertainty", "device", "backend", "engine")})
+                                       "target_mean_rel_uncertainty", "device", "backend", "transport")})
 targets = {"histories_per_s": 1e8, "vertebra_time_to_2pct_s": 0.1, "demo_full_s": 20.0}
 res = {"environment": env, "pytest_gpu": m[-1] if m else None, "benchmarks": bench, "demo": demo, "targets": targets}
 (out / "gpu_check.json").write_text(json.dumps(res, indent=1, default=str))

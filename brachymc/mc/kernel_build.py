@@ -149,7 +149,14 @@ def cpu_library() -> "KernelLibrary":
                 log.info("built the CPU transport kernel (%s, %s): %s", kind, version, lib)
             if kind == "serial":
                 log.warning("the C++ compiler %s has no OpenMP: the CPU kernel runs on one thread", cxx)
-            return KernelLibrary(ctypes.CDLL(str(lib)), lib, kind == "openmp", cxx, version)
+            loaded = KernelLibrary(ctypes.CDLL(str(lib)), lib, kind == "openmp", cxx, version)
+            from brachymc.mc.kernel_params import param_fields
+
+            if loaded.dll.bmc_params_size() != 8 * len(param_fields()):
+                raise KernelBuildError(f"{lib}: the kernel's parameter block ({loaded.dll.bmc_params_size()} bytes) does "
+                                       f"not match params.h ({8 * len(param_fields())} bytes); clear the cache "
+                                       "(brachymc cache clear --kind kernels)")
+            return loaded
         raise KernelBuildError("the kernel engine's CPU build failed:\n" + "\n".join(errors))
 
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 
 from brachymc.errors import KernelBuildError
-from brachymc.mc.kernel_build import KERNEL_DIR
+from brachymc.mc.kernel_build import kernel_source
 
 _FIELD = re.compile(r"^\s*(const\s+)?(long long|double|int|double\s*\*|int\s*\*|long long\s*\*)\s*(\w+);", re.M)
 _DEFINE = re.compile(r"^#define\s+(BMC_\w+)\s+(\d+)\b", re.M)
@@ -23,7 +23,7 @@ _DEFINE = re.compile(r"^#define\s+(BMC_\w+)\s+(\d+)\b", re.M)
 @lru_cache(maxsize=None)
 def param_fields() -> tuple[tuple[str, str], ...]:
     """(name, kind) of every BmcParams field in order; kind is 'i64', 'f64' or a pointer dtype."""
-    text = (KERNEL_DIR / "params.h").read_text()
+    text = kernel_source()                  # the very text both builds compile
     body = text[text.index("struct BmcParams {"):text.index("};", text.index("struct BmcParams {"))]
     out = []
     for m in _FIELD.finditer(body):
@@ -39,7 +39,7 @@ def param_fields() -> tuple[tuple[str, str], ...]:
 @lru_cache(maxsize=None)
 def defines() -> dict[str, int]:
     """The integer #defines of params.h (accumulator slots)."""
-    return {k: int(v) for k, v in _DEFINE.findall((KERNEL_DIR / "params.h").read_text())}
+    return {k: int(v) for k, v in _DEFINE.findall(kernel_source())}
 
 
 class ParamBlock:

@@ -431,11 +431,20 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
     in-process. ``clock``: seconds counter of the time budget (tests pass a deterministic one).
     """
     t_start = time.perf_counter()
+    stages: dict[str, float] = {}          # wall time of each stage (s), for the summary
+    mark = [t_start]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        stages[name] = round(now - mark[0], 3)
+        mark[0] = now
+
     library = library or material_library(cfg)
     out = Path(out)
     check_output_folder(out, resume)
     inputs = load_inputs(cfg, library)
     phantom, conv = build_phantom(cfg, inputs, library)
+    lap("inputs")
     if cfg.dose.dose_to_water and "water" not in phantom.material_names():
         phantom = VoxelPhantom(phantom.geometry, phantom.materials + (library["water"],), phantom.material_index,
                                phantom.density)
@@ -483,8 +492,10 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
     fp = _fingerprint(cfg, inputs, phantom, groups)
     ckpt = out / "checkpoint.h5"
     g = phantom.geometry
+    engine = transport.describe()
     echo(f"brachymc run: {inputs.plan.n_seeds} seeds ({inputs.model.key}), grid {g.shape[2]} x {g.shape[1]} x "
-         f"{g.shape[0]} voxels of {' x '.join(f'{10 * v:g}' for v in g.spacing)} mm, backend {backend.name}")
+         f"{g.shape[0]} voxels of {' x '.join(f'{10 * v:g}' for v in g.spacing)} mm, backend {backend.name}, "
+         f"{engine['engine']} engine" + (f" ({engine['build']})" if "build" in engine else ""))
     for n in inputs.notes:
         if getattr(n, "level", "info") == "warning":
             echo(f"  note: {n}")
@@ -507,9 +518,11 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
         executor = DaskExecutor(client, problem, s.batch_histories, s.seed)
         echo(f"  batches on Dask: {len(client.scheduler_info().get('workers', {}))} workers")
     out.mkdir(parents=True, exist_ok=True)
+    lap("setup")
     run = run_batches(transport, source, tally, rule, s.seed, target_region=target_region,
                       checkpoint=ckpt, resume=resume, fingerprint=fp, progress=progress, on_batch=on_batch,
                       executor=executor, groups=groups, clock=clock)
+    lap("transport")
 
     # ---- absolute dose
     factor, unit = _dose_factor(cfg, float(sk_now.sum()), sk_hist.value)
@@ -526,6 +539,7 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
     tg43 = np.where(scored, rate_cgy_h * 0.01 * tg_factor, np.nan)
     tg43_beyond, beyond_notes = _tg43_beyond(inputs, ds, sk_now, cfg, 0.01 * tg_factor)
     inputs.notes.extend(beyond_notes)
+    lap("tg43")
 
     # ---- comparison
     from brachymc.compare import gamma_pass_rates, ratio_by_tissue
@@ -557,9 +571,13 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
     if target_region is not None and target_region.any():
         rel = est.rel_uncertainty[target_region]
         target_unc = float(np.nanmean(np.where(np.isfinite(rel), rel, 1.0)))
+    lap("comparison")
     summary = _summary(cfg, inputs, phantom, conv, backend, run, sk_now, sk_hist, unit, rx, target_unc, tu, ds,
                        own_lambda, metrics, gam, ratios)
+    summary["transport"] = engine
+    summary["stage_times_s"] = stages
     outputs = write_outputs(cfg, out, inputs, phantom, dose, unc, dose_w, tg43, ~scored, est, factor, summary, curves)
+    lap("outputs")
     summary["outputs"] = sorted(Path(p).name for p in outputs.values()) + ["summary.json"]
     summary["total_time_s"] = time.perf_counter() - t_start
     write_json(out / "summary.json", summary)

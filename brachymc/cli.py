@@ -85,7 +85,8 @@ def _run_config(path: Path, out: Path, args, on_batch=None, prepare=None) -> tup
     result = run_simulation(cfg.phantom, cfg.source, r, progress=not args.no_progress, cache=not args.no_cache,
                             on_batch=on_batch)
     dose_path = write_dose_h5(out / "dose.h5", result, cfg.phantom, cfg.text)
-    print(f"  {result.histories:,} histories in {result.wall_time_s:.1f} s on {result.backend}: "
+    eng = result.engine.get("engine", "?") + (f" ({result.engine['build']})" if "build" in result.engine else "")
+    print(f"  {result.histories:,} histories in {result.wall_time_s:.1f} s on {result.backend}, {eng} engine: "
           f"{result.histories_per_second:,.0f} histories/s, {result.steps_per_second:,.0f} voxel steps/s",
           file=sys.stderr)
     print(f"  wrote {dose_path}", file=sys.stderr)

@@ -44,7 +44,7 @@ from brachymc.sources.simple import LineSource, PointSource
 from brachymc.sources.spectrum import Spectrum, load_spectrum
 
 _RUN_KEYS = {"histories", "batches", "seed", "backend", "engine", "threads", "bank_size", "cutoff_kev", "score_primary",
-             "score_collision", "score_water"}
+             "score_collision"}
 _PHANTOM_KEYS = {"material", "size_cm", "voxel_cm", "center_cm", "density", "box"}
 _BOX_KEYS = {"material", "min_cm", "max_cm", "density"}
 _SOURCE_KEYS = {"type", "position_cm", "start_cm", "end_cm", "spectrum", "energy_kev"}
@@ -148,7 +148,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> SimulationCo
     engine = run_t.get("engine", "auto")
     if engine not in ("auto", "array", "kernel"):
         raise rd.fail("run", f"'engine' must be auto, array or kernel, got {engine!r}")
-    for flag in ("score_primary", "score_collision", "score_water"):
+    for flag in ("score_primary", "score_collision"):
         if flag in run_t and not isinstance(run_t[flag], bool):
             raise rd.fail("run", f"'{flag}' must be true or false")
     try:
@@ -157,7 +157,6 @@ def load_config(path: str | Path, overrides: dict | None = None) -> SimulationCo
             bank_size=rd.number(run_t, "run", "bank_size", 1 << 16, kind=int, positive=True),
             score_primary=bool(run_t.get("score_primary", False)),
             score_collision=bool(run_t.get("score_collision", False)),
-            score_water=bool(run_t.get("score_water", False)),
             engine=engine,
             threads=rd.number(run_t, "run", "threads", 0, kind=int) if "threads" in run_t else 0,
         )

@@ -168,7 +168,7 @@ class KernelLibrary:
         vp = ctypes.c_void_p
         dll.bmc_params_size.restype = ctypes.c_longlong
         dll.bmc_nacc.restype = ctypes.c_longlong
-        dll.bmc_run_cpu.argtypes = [vp, ctypes.c_int]
+        dll.bmc_run_cpu.argtypes = [vp, ctypes.c_int, ctypes.c_int]
         dll.bmc_run_cpu.restype = ctypes.c_int
         dll.bmc_test_philox.argtypes = [vp, vp, vp]
         dll.bmc_test_uniform.argtypes = [ctypes.c_longlong] * 4 + [vp]
@@ -178,9 +178,10 @@ class KernelLibrary:
         dll.bmc_test_energy_position.argtypes = [vp, ctypes.c_longlong, vp, vp, vp]
         dll.bmc_test_interactions.argtypes = [vp, ctypes.c_int, ctypes.c_longlong, vp, vp, vp]
 
-    def run(self, params_address: int, threads: int) -> int:
-        """Run the kernel on the host parameter block at ``params_address``; returns threads used."""
-        return int(self.dll.bmc_run_cpu(ctypes.c_void_p(params_address), int(threads)))
+    def run(self, params_address: int, threads: int, reduce: bool = True) -> int:
+        """Run the kernel on the host parameter block at ``params_address``; returns threads used.
+        ``reduce``: add the threads' private tallies into the outputs (the last launch of a batch)."""
+        return int(self.dll.bmc_run_cpu(ctypes.c_void_p(params_address), int(threads), int(bool(reduce))))
 
 
 # ----------------------------------------------------------------------------------------- GPU

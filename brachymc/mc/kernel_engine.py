@@ -397,7 +397,7 @@ class KernelTransport:
                 blocks = max(1, min(-(-n // GPU_BLOCK), GPU_MAX_BLOCKS))
                 self._function((blocks,), (GPU_BLOCK,), (dev,))
             else:
-                self._lib.run(b.address(), threads)
+                self._lib.run(b.address(), threads, reduce=done + n >= n_total)
             done += n
             if on_progress is not None:
                 on_progress(n)

@@ -219,8 +219,10 @@ extern "C" {
 long long bmc_params_size() { return (long long)sizeof(BmcParams); }
 long long bmc_nacc() { return BMC_NACC; }
 
-// Transport P->n_histories histories on n_threads OpenMP threads; returns the threads used.
-int bmc_run_cpu(const BmcParams* P, int n_threads) {
+// Transport P->n_histories histories on n_threads OpenMP threads; returns the threads used. With
+// reduce = 0 the threads' private tallies are kept for the next launch of the same batch; the last
+// launch of a batch reduces them (in thread order) into the outputs and zeroes them.
+int bmc_run_cpu(const BmcParams* P, int n_threads, int reduce) {
     omp_set_dynamic(0);
     int used = 1;
 #pragma omp parallel num_threads(n_threads)
@@ -229,7 +231,7 @@ int bmc_run_cpu(const BmcParams* P, int n_threads) {
         used = omp_get_num_threads();
         bmc_transport(P, omp_get_thread_num(), omp_get_num_threads());
     }
-    if (P->private_tallies && used > 1) {
+    if (reduce && P->private_tallies && used > 1) {
         // add the private tallies of threads 1.. into the output, voxel by voxel in thread order
         double* outs[4] = {P->kerma, P->primary, P->collision, P->water};
         const long long n = P->n_scores;

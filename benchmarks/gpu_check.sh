@@ -103,6 +103,13 @@ for problem in vertebra seed-water grid100 spine; do
   done
 done
 
+if [ "$MODE" != "--cpu" ]; then
+  say "benchmark vertebra (kernel engine, registers capped for 4 blocks of 128 per SM)"
+  BRACHYMC_GPU_MIN_BLOCKS=4 timeout 75 $PYR benchmarks/run.py --problem vertebra --backend "$BACKEND" \
+    --engine kernel --time-budget 15 --workdir "$WORK/bench" --json "$WORK/bench_vertebra_kernel-minblocks4.json" \
+    >>"$LOG" 2>&1 || say "  vertebra/kernel-minblocks4 failed"
+fi
+
 # ---- 4. the demo, end to end ---------------------------------------------------------------------
 say "brachymc demo --mode $DEMO"
 t_demo=$(date +%s.%N)

@@ -185,6 +185,13 @@ class KernelLibrary:
 
 
 # ----------------------------------------------------------------------------------------- GPU
+def gpu_options() -> tuple[str, ...]:
+    """NVRTC options: ``GPU_OPTIONS``, plus ``-DBMC_MIN_BLOCKS=N`` from ``BRACHYMC_GPU_MIN_BLOCKS`` (a
+    register cap for occupancy experiments; see kernels/portability.h)."""
+    n = os.environ.get("BRACHYMC_GPU_MIN_BLOCKS", "").strip()
+    return GPU_OPTIONS + ((f"-DBMC_MIN_BLOCKS={int(n)}",) if n.isdigit() and int(n) > 0 else ())
+
+
 @lru_cache(maxsize=None)
 def gpu_module():
     """The GPU build: a ``cupy.RawModule`` compiled by NVRTC (CuPy caches the binary on disk)."""
@@ -193,7 +200,7 @@ def gpu_module():
     except ImportError as exc:
         raise KernelBuildError("the kernel engine's GPU build needs CuPy (pip install 'brachymc[gpu]')") from exc
     try:
-        return cupy.RawModule(code=kernel_source(), options=GPU_OPTIONS, name_expressions=None)
+        return cupy.RawModule(code=kernel_source(), options=gpu_options(), name_expressions=None)
     except Exception as exc:  # CompileException, CUDA driver errors
         raise KernelBuildError(f"the kernel engine's GPU build failed: {exc}") from exc
 

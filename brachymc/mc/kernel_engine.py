@@ -50,7 +50,7 @@ CPU_CHUNK_PER_THREAD = 1 << 15
 GPU_CHUNK = 1 << 24
 #: kernel limits (kernels/seed.h)
 MAX_SOLIDS, MAX_CONES, MAX_SPHERES = 32, 4, 2
-GPU_BLOCK = 128
+GPU_BLOCK = 128                 # threads per block (kernels/portability.h BMC_BLOCK)
 #: enough blocks to fill an H100/H200 many times over; each thread then runs several histories
 GPU_MAX_BLOCKS = 8192
 

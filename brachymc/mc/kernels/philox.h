@@ -46,7 +46,8 @@ BMC_DEVICE double bmc_uniform(BmcRng* g) {
         g->n += 1u;
         g->used = 0;
     }
-    const bmc_u32 a = g->buf[2 * g->used] >> 5, b = g->buf[2 * g->used + 1] >> 6;
+    const int second = g->used;                   // words (0, 1) or (2, 3), chosen without indexing
+    const bmc_u32 a = (second ? g->buf[2] : g->buf[0]) >> 5, b = (second ? g->buf[3] : g->buf[1]) >> 6;
     g->used += 1;
     return ((double)a * 67108864.0 + (double)b) * (1.0 / 9007199254740992.0);
 }

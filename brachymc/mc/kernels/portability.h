@@ -17,7 +17,16 @@
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define BMC_GPU 1
+// BMC_MIN_BLOCKS > 0 caps the registers so that that many blocks of BMC_BLOCK threads fit on an SM
+// (ptxas, sm_90: 220 registers per thread without a cap; 128 with (128, 4), spilling ~300 B)
+#ifndef BMC_BLOCK
+#define BMC_BLOCK 128
+#endif
+#if defined(BMC_MIN_BLOCKS) && BMC_MIN_BLOCKS > 0
+#define BMC_GLOBAL extern "C" __global__ __launch_bounds__(BMC_BLOCK, BMC_MIN_BLOCKS)
+#else
 #define BMC_GLOBAL extern "C" __global__
+#endif
 #define BMC_DEVICE __device__ __forceinline__
 #define BMC_RESTRICT __restrict__
 #define BMC_THREAD_ARGS

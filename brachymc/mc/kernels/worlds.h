@@ -69,15 +69,18 @@ BMC_DEVICE void bmc_start_flight(const BmcParams* P, BmcPhoton* ph) {
     for (int a = 0; a < 3; ++a) ph->tmax[a] = bmc_face_t(P, ph, a);
 }
 
+// v[a] for a run-time a without indexing (an indexed array would live in a GPU thread's local memory)
+BMC_DEVICE double bmc_pick3(const double* v, int a) { return a == 0 ? v[0] : (a == 1 ? v[1] : v[2]); }
+
 BMC_DEVICE void bmc_voxel_step(const BmcParams* P, const BmcPhoton* ph, BmcStep* st) {
     const int axis = ph->tmax[0] <= ph->tmax[1] ? (ph->tmax[0] <= ph->tmax[2] ? 0 : 2)
                                                  : (ph->tmax[1] <= ph->tmax[2] ? 1 : 2);
-    double t_face = ph->tmax[axis] - ph->t;
+    double t_face = bmc_pick3(ph->tmax, axis) - ph->t;
     if (t_face < 0) t_face = 0.0;
     const long long flat = ph->flat;
     {   // the voxel across the nearest face is very likely the next one: start loading it now
         const long long stride = axis == 0 ? 1 : (axis == 1 ? P->nx : P->nx * P->ny);
-        const long long next = flat + (ph->dir[axis] > 0 ? stride : -stride);
+        const long long next = flat + (bmc_pick3(ph->dir, axis) > 0 ? stride : -stride);
         if (next >= 0 && next < P->n_scores) { bmc_prefetch(P->vox + next); bmc_prefetch(P->kerma + next); }
     }
     const bmc_u64 word = (bmc_u64)P->vox[flat];
@@ -136,21 +139,27 @@ BMC_DEVICE void bmc_voxel_step(const BmcParams* P, const BmcPhoton* ph, BmcStep*
 
 // After a step of length d that did not end in an interaction: cross the voxel face on axis (or go on
 // in the same voxel after a seed surface, axis < 0). Returns 0 when the photon left the grid.
-BMC_DEVICE int bmc_voxel_advance(const BmcParams* P, BmcPhoton* ph, int axis, double d) {
-    if (axis < 0) { ph->t += d; return 1; }
-    const long long n = axis == 0 ? P->nx : (axis == 1 ? P->ny : P->nz);
-    const long long stride = axis == 0 ? 1 : (axis == 1 ? P->nx : P->nx * P->ny);
-    ph->t = ph->tmax[axis];
-    if (ph->dir[axis] > 0) {
-        ph->ivox[axis] += 1;
+BMC_DEVICE int bmc_cross_axis(const BmcParams* P, BmcPhoton* ph, const int a, long long n, long long stride) {
+    ph->t = ph->tmax[a];
+    if (ph->dir[a] > 0) {
+        ph->ivox[a] += 1;
         ph->flat += stride;
-        if (ph->ivox[axis] >= (int)n) return 0;
+        if (ph->ivox[a] >= (int)n) return 0;
     } else {
-        ph->ivox[axis] -= 1;
+        ph->ivox[a] -= 1;
         ph->flat -= stride;
-        if (ph->ivox[axis] < 0) return 0;
+        if (ph->ivox[a] < 0) return 0;
     }
-    ph->tmax[axis] = bmc_face_t(P, ph, axis);
+    ph->tmax[a] = bmc_face_t(P, ph, a);
+    return 1;
+}
+
+BMC_DEVICE int bmc_voxel_advance(const BmcParams* P, BmcPhoton* ph, int axis, double d) {
+    // one call per constant axis: no run-time indexing of the photon's arrays
+    if (axis == 0) return bmc_cross_axis(P, ph, 0, P->nx, 1);
+    if (axis == 1) return bmc_cross_axis(P, ph, 1, P->ny, P->nx);
+    if (axis == 2) return bmc_cross_axis(P, ph, 2, P->nz, P->nx * P->ny);
+    ph->t += d;
     return 1;
 }
 

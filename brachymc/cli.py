@@ -1,4 +1,6 @@
-"""Command-line interface: ``brachymc run | demo | simulate | validate | physics | materials | cache``."""
+"""Command-line interface: ``brachymc run | demo | simulate | validate | physics | materials | cache``.
+
+``validate`` has ``tg43``, ``primary``, ``budget``, ``rescore-sk`` and ``report``."""
 
 from __future__ import annotations
 
@@ -363,6 +365,74 @@ def cmd_validate_primary(args) -> int:
     return 0
 
 
+def cmd_validate_rescore_sk(args) -> int:
+    from brachymc.geometry.seed import load_builtin_seed
+    from brachymc.materials import default_library
+    from brachymc.validation.tg43_mc import TG43Result, rescore_sk
+
+    src = Path(args.tg43)
+    res = TG43Result.from_json(src)
+    model = load_builtin_seed(args.seed or res.seed, default_library())
+    new = rescore_sk(res, model, sk_histories=args.histories, batches=args.batches, seed=args.rng_seed,
+                     backend=args.backend or "auto", progress=not args.no_progress)
+    for out in [Path(args.out) if args.out else src] + [Path(p) for p in (args.also or [])]:
+        new.to_json(out)
+        print(f"wrote {out}")
+    b = new.settings["sk_rescored"]["before"]
+    print(f"{model.name}: S_K per history {b['sk_per_history_Gy_cm2']:.4e} ({b['sk_detector']}) -> "
+          f"{new.sk_per_history_Gy_cm2:.4e} Gy cm2 (+- {100 * new.sk_rel_unc:.2f} %, {new.settings['sk_detector']}); "
+          f"Lambda {b['lambda_cGy_per_h_per_U']:.4f} -> {new.lambda_cGy_per_h_per_U:.4f} cGy/h/U "
+          f"(+- {100 * new.lambda_rel_unc:.2f} %)")
+    if not args.no_report:
+        from brachymc.validation.report import write_tg43_report
+
+        target = Path(args.out) if args.out else src
+        rep = write_tg43_report(new, target.parent / "report.pdf", reference_dir=args.reference,
+                                primary=_sibling_primary(target.parent, model.key))
+        print(f"wrote {rep}")
+    return 0
+
+
+def cmd_validate_budget(args) -> int:
+    from brachymc.geometry.seed import load_builtin_seed, load_seed_model
+    from brachymc.materials import default_library
+    from brachymc.validation.photon_budget import BudgetSettings, run_photon_budget
+
+    lib = default_library()
+    model = load_seed_model(args.seed, lib) if args.seed.endswith(".toml") else load_builtin_seed(args.seed, lib)
+    if args.egsnrc_sampling:
+        from brachymc.validation.clrp import with_egsnrc_sampling
+
+        model = with_egsnrc_sampling(model)
+    kw = dict(seed=args.rng_seed, backend=args.backend or "numpy", detector=args.detector)
+    if args.histories:
+        kw["histories"] = args.histories
+    if args.decays:
+        kw["n_decays"] = args.decays
+    settings = BudgetSettings.quick(**kw) if args.quick else BudgetSettings(**kw)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    res = run_photon_budget(model, settings, lib)
+    res.settings["quick"] = bool(args.quick)
+    res.settings["egsnrc_sampling"] = bool(args.egsnrc_sampling)
+    if not args.no_nee:
+        from brachymc.validation.sk_check import run_sk_check
+
+        n = args.nee_histories or (400_000 if args.quick else 4_000_000)
+        chk = run_sk_check(model, args.detector, histories=n, seed=args.rng_seed + 7, library=lib)
+        res.extra["sk_check"] = chk.to_dict()
+    suffix = "_egsnrc" if args.egsnrc_sampling else ""
+    path = res.to_json(out / f"budget_{model.key}{suffix}.json")
+    print(res.markdown())
+    if "sk_check" in res.extra:
+        c = res.extra["sk_check"]
+        print(f"\nS_K scorer vs next-event estimator ({c['detector']['name']}, {c['histories']:.3g} histories): "
+              f"{c['scorer']:.5e} (+- {100 * c['scorer_rel_unc']:.2f} %) vs {c['nee']:.5e} (+- {100 * c['nee_rel_unc']:.2f} %), "
+              f"z = {c['z']:+.2f}; point on the transverse axis (NEE) {c['nee_point']:.5e} (+- {100 * c['nee_point_rel_unc']:.2f} %)")
+    print(f"{res.run_time_s:.0f} s; wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="brachymc", description="Monte Carlo dose engine for I-125 seed brachytherapy")
     p.add_argument("--version", action="version", version=f"brachymc {__version__}")
@@ -425,6 +495,35 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--out", required=True)
     pc.add_argument("--quick", action="store_true", help="CI-sized run (1 cm; 30, 60, 90 deg)")
     pc.set_defaults(func=cmd_validate_primary)
+    bu = vsub.add_parser("budget", help="photon budget of a seed in vacuo (where the photons go, per history) with "
+                                        "its ray-integrated primary part and an independent check of the S_K scorer")
+    bu.add_argument("--seed", required=True, help="built-in seed model key (configs/seeds) or a seed .toml file")
+    bu.add_argument("--histories", type=int, help="MC histories (default 1e7; 2e5 with --quick)")
+    bu.add_argument("--decays", type=int, help="decay positions of the ray integration (default 2000)")
+    bu.add_argument("--detector", default="wafac", help="S_K detector: wafac (default), clrp_wafac, clrp_point, band")
+    bu.add_argument("--egsnrc-sampling", action="store_true",
+                    help="place decays as the egs++ shapes of the CLRP model do (brachymc.validation.clrp)")
+    bu.add_argument("--no-nee", action="store_true", help="skip the next-event-estimator check of the S_K scorer")
+    bu.add_argument("--nee-histories", type=int, help="histories of that check (default 4e6; 4e5 with --quick)")
+    bu.add_argument("--rng-seed", type=int, default=1515)
+    bu.add_argument("--backend", choices=("numpy", "cupy", "auto"))
+    bu.add_argument("--out", required=True)
+    bu.add_argument("--quick", action="store_true", help="CI-sized run")
+    bu.set_defaults(func=cmd_validate_budget)
+    rs = vsub.add_parser("rescore-sk", help="score S_K of a tg43_MODEL.json again in vacuo (current detector) and "
+                                            "recompute Lambda from its stored D(1 cm, 90 deg); the water run is kept")
+    rs.add_argument("tg43", help="a tg43_MODEL.json written by `brachymc validate tg43`")
+    rs.add_argument("--seed", help="seed model key (default: the one in the JSON)")
+    rs.add_argument("--histories", type=int, default=20_000_000, help="in-vacuo histories (default 2e7)")
+    rs.add_argument("--batches", type=int, default=20)
+    rs.add_argument("--rng-seed", type=int, default=4343)
+    rs.add_argument("--backend", choices=("numpy", "cupy", "auto"))
+    rs.add_argument("--out", help="where to write the result (default: overwrite the input)")
+    rs.add_argument("--also", action="append", help="write the same result here too (e.g. configs/tg43/MODEL.brachymc.json)")
+    rs.add_argument("--reference", help="folder with the published reference data (default ../shared/reference)")
+    rs.add_argument("--no-report", action="store_true")
+    rs.add_argument("--no-progress", action="store_true")
+    rs.set_defaults(func=cmd_validate_rescore_sk)
     rp = vsub.add_parser("report", help="rebuild the commissioning report from tg43_MODEL.json (and primary_MODEL.json "
                                         "beside it, when present) without rerunning")
     rp.add_argument("tg43", help="a tg43_MODEL.json written by `brachymc validate tg43`")

@@ -101,3 +101,20 @@ def test_materials_listing(capsys):
     assert main(["materials"]) == 0
     out = capsys.readouterr().out
     assert "cortical_bone" in out and "silver_halide" in out
+
+
+def test_validate_budget_quick(tmp_path, capsys):
+    """`brachymc validate budget --quick`: the budget JSON and its tables; an unknown detector is a clear error."""
+    rc = main(["validate", "budget", "--seed", "isoseed_i25s06", "--quick", "--no-nee", "--histories", "50000",
+               "--decays", "40", "--out", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| gold_marker | gold | marker |" in out and "Closure: emitted 50000" in out and "= 0 photons" in out
+    data = json.loads((tmp_path / "budget_isoseed_i25s06.json").read_text())
+    assert data["closure"]["photon_balance"] == 0 and data["settings"]["quick"] is True
+    assert data["air_kerma"]["clrp_header"]["value"] == 4.8312e-14
+    rc = main(["validate", "budget", "--seed", "isoseed_i25s06", "--quick", "--detector", "wafak", "--out",
+               str(tmp_path / "x")])
+    assert rc == 2
+    assert "unknown S_K detector 'wafak'" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "budget_isoseed_i25s06.json").exists()

@@ -196,3 +196,29 @@ def test_cell_proposal_sampler_matches_plain_rejection(library, key):
     assert ok.sum() > 100_000
     assert ks_2samp(z, zz[ok]).pvalue > 1e-3
     assert ks_2samp(np.hypot(x, y), np.sqrt(r2[ok])).pvalue > 1e-3
+
+
+def test_active_region_keys_are_checked(tmp_path, library):
+    """[[active]] accepts solid, weight and an optional decay law (egsnrc_circle / egsnrc_spherical_shell
+    with r_inner, z0); a uniform region keeps the model's fingerprint of before the laws existed."""
+    from brachymc.geometry.seed import model_fingerprint
+
+    src = (seed_library()["isoseed_i25s06"]).read_text()
+    base = load_seed_model(seed_library()["isoseed_i25s06"], library)
+    f = tmp_path / "typo.toml"
+    f.write_text(src.replace('solid = "ceramic"\nweight = 1.0', 'solid = "ceramic"\nwieght = 1.0'))
+    with pytest.raises(ConfigError, match=r"\[\[active\]\] #1 \(ceramic\): unknown key\(s\) wieght"):
+        load_seed_model(f, library)
+    g = tmp_path / "law.toml"
+    g.write_text(src.replace('solid = "ceramic"\nweight = 1.0', 'solid = "ceramic"\nweight = 1.0\nlaw = "egs"'))
+    with pytest.raises(ConfigError, match="law: must be one of uniform"):
+        load_seed_model(g, library)
+    h = tmp_path / "ring.toml"
+    h.write_text(src.replace('solid = "ceramic"\nweight = 1.0',
+                             'solid = "ceramic"\nweight = 1.0\nlaw = "egsnrc_circle"\nr_inner = 0.011'))
+    ring = load_seed_model(h, library)
+    assert ring.active[0].law == "egsnrc_circle" and ring.active[0].r_inner == 0.011
+    assert model_fingerprint(ring) != model_fingerprint(base)
+    u = tmp_path / "uniform.toml"
+    u.write_text(src.replace('solid = "ceramic"\nweight = 1.0', 'solid = "ceramic"\nweight = 1.0\nlaw = "uniform"'))
+    assert model_fingerprint(load_seed_model(u, library)) == model_fingerprint(base)

@@ -103,10 +103,50 @@ class Solid:
 ROLES = ("capsule", "weld", "marker", "core", "active", "gas")
 
 
+#: Decay-density laws of an active region (see :class:`ActiveRegion`).
+ACTIVE_LAWS = ("uniform", "egsnrc_circle", "egsnrc_spherical_shell")
+
+
 @dataclass(frozen=True)
 class ActiveRegion:
+    """Where decays happen: uniformly in ``solid`` (``law = "uniform"``, the default), with
+    probability ``weight`` relative to the other active regions.
+
+    The two ``egsnrc_*`` laws reproduce how EGSnrc's egs++ shapes place points in a ring or a
+    spherical shell, for model-matched comparisons with egs_brachy/CLRP results. ``egs_circle``
+    with an inner radius draws rho = r_inner + (r_outer - r_inner) sqrt(u) and
+    ``egs_spherical_shell`` draws R = r_inner + (r_outer - r_inner) u^(1/3) (EGSnrc
+    HEN_HOUSE/egs++/shapes), which is uniform in volume only for r_inner = 0: relative to uniform
+    the density is proportional to (rho - r_inner) / rho (``egsnrc_circle``; rho = distance from
+    the seed axis) or ((R - r_inner) / R)^2 (``egsnrc_spherical_shell``; R = distance from the
+    point (0, 0, ``z0``)), i.e. pushed towards the outer radius. Decays are drawn uniformly in the
+    solid and kept with that relative density.
+    """
+
     solid: str
     weight: float = 1.0
+    law: str = "uniform"
+    r_inner: float = 0.0
+    z0: float = 0.0
+
+    def density_ratio(self, xp, z, r2):
+        """Relative decay density (<= 1) at points (z, r^2) of the solid."""
+        if self.law == "egsnrc_circle":
+            rho = xp.sqrt(r2)
+            return xp.where(rho > self.r_inner, (rho - self.r_inner) / xp.where(rho > 0, rho, 1.0), 0.0)
+        if self.law == "egsnrc_spherical_shell":
+            big = xp.sqrt(r2 + (z - self.z0) ** 2)
+            f = xp.where(big > self.r_inner, (big - self.r_inner) / xp.where(big > 0, big, 1.0), 0.0)
+            return f * f
+        return xp.ones(z.shape)
+
+    def fingerprint_dict(self) -> dict:
+        """The fields that define the region (the law's only when it is not uniform)."""
+        d = asdict(self)
+        if self.law == "uniform":
+            for k in ("law", "r_inner", "z0"):
+                d.pop(k)
+        return d
 
 
 @dataclass(frozen=True)
@@ -142,6 +182,11 @@ class SeedModel:
                 raise GeometryError(f"seed {self.key!r}: active region names unknown solid {a.solid!r}")
             if not a.weight > 0:
                 raise GeometryError(f"seed {self.key!r}: active weight must be > 0")
+            if a.law not in ACTIVE_LAWS:
+                raise GeometryError(f"seed {self.key!r}: active region {a.solid!r} has law {a.law!r}; "
+                                    f"use one of {ACTIVE_LAWS}")
+            if a.law != "uniform" and not a.r_inner >= 0:
+                raise GeometryError(f"seed {self.key!r}: active region {a.solid!r}: r_inner must be >= 0")
         if not self.active:
             raise GeometryError(f"seed {self.key!r}: no [[active]] region")
         cyl, planes, cones, spheres = set(), set(), set(), set()
@@ -287,7 +332,8 @@ class SeedModel:
         return prop
 
     def sample_active(self, xp, rng, n: int):
-        """Decay positions (z, x, y) in the seed frame, uniform in the active solids' volumes."""
+        """Decay positions (z, x, y) in the seed frame: uniform in the active solids' volumes (or
+        with the region's :class:`ActiveRegion` law), regions chosen with their weights."""
         weights = np.array([a.weight for a in self.active], float)
         which = rng.random(n)
         cum = xp.asarray(np.cumsum(weights / weights.sum())[:-1])
@@ -314,6 +360,8 @@ class SeedModel:
                 ph = 2 * np.pi * rng.random(m)
                 xx, yy = rr * xp.cos(ph), rr * xp.sin(ph)
                 ok = self.inside(xp, i, zz, r2)
+                if a.law != "uniform":
+                    ok &= rng.random(m) < a.density_ratio(xp, zz, r2)
                 idx = todo[ok]
                 z[idx], x[idx], y[idx] = zz[ok], xx[ok], yy[ok]
                 todo = todo[~ok]
@@ -359,7 +407,7 @@ def ray_invariants(xp, pos, direction, center, axis):
 
 def model_fingerprint(model: SeedModel) -> str:
     """Hash of what determines a seed's dose per history: solids, active regions and spectrum."""
-    payload = json.dumps({"solids": [asdict(s) for s in model.solids], "active": [asdict(a) for a in model.active],
+    payload = json.dumps({"solids": [asdict(s) for s in model.solids], "active": [a.fingerprint_dict() for a in model.active],
                           "spectrum": model.spectrum}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -368,6 +416,7 @@ def model_fingerprint(model: SeedModel) -> str:
 # Loading and validation
 # ------------------------------------------------------------------------------------------------
 _SOLID_KEYS = {"name", "material", "role", "r_max", "r_min", "z_min", "z_max", "cones", "spheres", "subtract"}
+_ACTIVE_KEYS = {"solid", "weight", "law", "r_inner", "z0"}
 _TOP_KEYS = {"name", "manufacturer", "nuclide", "spectrum", "half_life_days", "effective_length_cm", "reference",
              "notes", "solid", "active"}
 
@@ -400,7 +449,21 @@ def load_seed_model(path: str | Path, library=None, check: bool = True) -> SeedM
         spheres = tuple(Sphere(_num(src, where, c["z0"]), _num(src, where, c["radius"])) for c in t.get("spheres", []))
         solids.append(Solid(name=str(t["name"]), material=str(t["material"]), role=str(t.get("role", "core")),
                             cones=cones, spheres=spheres, subtract=tuple(t.get("subtract", [])), **kw))
-    active = tuple(ActiveRegion(str(a["solid"]), float(a.get("weight", 1.0))) for a in data.get("active", []))
+    active = []
+    for k, a in enumerate(data.get("active", [])):
+        where = f"[[active]] #{k + 1} ({a.get('solid', '?')})"
+        bad = set(a) - _ACTIVE_KEYS
+        if bad:
+            raise ConfigError(f"{src}: {where}: unknown key(s) {', '.join(sorted(bad))}")
+        if "solid" not in a:
+            raise ConfigError(f"{src}: {where}: needs 'solid'")
+        law = a.get("law", "uniform")
+        if law not in ACTIVE_LAWS:
+            raise ConfigError(f"{src}: {where} law: must be one of {', '.join(ACTIVE_LAWS)}, got {law!r}")
+        active.append(ActiveRegion(str(a["solid"]), _num(src, f"{where} weight", a.get("weight", 1.0)), law=str(law),
+                                   r_inner=_num(src, f"{where} r_inner", a.get("r_inner", 0.0)),
+                                   z0=_num(src, f"{where} z0", a.get("z0", 0.0))))
+    active = tuple(active)
     try:
         model = SeedModel(
             key=path.stem, name=str(data.get("name", path.stem)), solids=tuple(solids), active=active,
@@ -479,6 +542,6 @@ def load_builtin_seed(key: str, library=None) -> SeedModel:
     return load_seed_model(lib[key], library)
 
 
-__all__ = ["Cone", "Sphere", "Solid", "SeedModel", "ActiveRegion", "ray_invariants", "orthonormal_frame",
+__all__ = ["Cone", "Sphere", "Solid", "SeedModel", "ActiveRegion", "ACTIVE_LAWS", "ray_invariants", "orthonormal_frame",
            "model_fingerprint", "load_seed_model",
            "check_seed_model", "seed_library", "load_builtin_seed"]

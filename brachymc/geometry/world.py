@@ -16,6 +16,8 @@ Interface (all arrays on the backend, photons along the last axis)::
     geometry_step(xp, bank) -> (t, m, rho, score_index, ctx)
     cross(xp, bank, crossing, ctx) -> inside   # after photons moved by t: update state
     score_escape(xp, bank, escaped, scores)    # optional: photons leaving the world
+    score_interaction(xp, bank, idx, kind, e_in, e_out, e_fl, scores)   # optional: interaction sites
+                                               # (see mc/array_engine.py; used by the photon budget)
 """
 
 from __future__ import annotations

@@ -16,6 +16,15 @@ lets the photons that reached their interaction site interact:
 Photons that fall below the cutoff deposit their energy in the current voxel. Dead photons are
 compacted away after each step and the bank is refilled from the source when it is half empty.
 
+Optional hooks a world may carry (absent by default; the kernel engine is to mirror them):
+``score_escape(xp, bank, escaped, scores)`` sees photons leaving the world, and
+``score_interaction(xp, bank, idx, kind, e_in, e_out, e_fl, scores)`` sees every interaction
+before the bank is updated: ``idx`` the interacting photons (their ``pos`` is the site, ``dir``
+and ``scat`` still the incoming values), ``kind`` 0 photoabsorption / 1 incoherent / 2 coherent,
+``e_in`` the energy before, ``e_out`` the energy of the photon that goes on (0 if absorbed or
+below the cutoff) and ``e_fl`` the fluorescence photon emitted (0: none); the energy deposited
+at the site is ``e_in - e_out - e_fl``.
+
 Tallies (raw, per batch and scoring bin): ``sum(w E mu_en/rho l)`` (keV cm3/g) plus ``w E / rho``
 for local deposits, in float64; divided by the bin's volume this is keV/g.
 """
@@ -215,6 +224,11 @@ class ArrayTransport:
         sc.unscored_energy += xp.sum(xp.where(scored, 0.0, wt * dep))
         if sc.collision is not None:
             bk.scatter_add(sc.collision, bin_, xp.where(scored, wt * dep / rho, 0.0))
+
+        hook = getattr(self.world, "score_interaction", None)
+        if hook is not None:   # optional tally of interaction sites (off unless a world sets it)
+            hook(xp, b, idx, xp.where(is_photo, 0, xp.where(is_incoh, 1, 2)), e, xp.where(survive, e_out, 0.0),
+                 e_fl, sc)
 
         e_new = xp.where(survive, e_out, e)
         b["e"][idx] = e_new

@@ -271,7 +271,7 @@ class PhysicsTables:
     sample_dln: float             # spacing in ln E of the quantile tables
     compton_quantiles: np.ndarray  # (nM, nS, nQ) cos(theta)
     rayleigh_quantiles: np.ndarray  # (nM, nS, nQ) cos(theta)
-    compton_pdf: np.ndarray        # (nM, nS, nQ) normalised pdf(cos) at the quantiles
+    compton_pdf: np.ndarray        # (nM, nS, nQ) pdf(cos) at the quantiles, up to a factor per table (see _quantile_table)
     rayleigh_pdf: np.ndarray       # (nM, nS, nQ)
     channels: tuple[FluorescenceChannel, ...] = field(default=())
     key: str = ""
@@ -369,7 +369,11 @@ def _kn_factor(e_kev: np.ndarray, cos_t: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def _quantile_table(pdf: np.ndarray, cos_t: np.ndarray, n_q: int) -> tuple[np.ndarray, np.ndarray]:
     """Quantiles of cos(theta) at cumulative probabilities linspace(0, 1, n_q), and the
-    normalised pdf at those quantiles (for sampling within an interval with a linear pdf).
+    pdf at those quantiles (for sampling within an interval with a linear pdf). Note: ``norm`` below is
+    a view of the CDF's last column, which the in-place normalisation sets to 1, so the returned
+    values are the *unnormalised* pdf; the sampler uses only their ratios within an interval, so
+    this does not matter there (a user of absolute values normalises per interval, as
+    ``brachymc.validation.sk_check`` does).
 
     ``cos_t`` increasing; ``pdf`` (..., n_angles) unnormalised.
     """

@@ -117,6 +117,16 @@ def _primary_check_line(primary) -> tuple[str, str, bool]:
             primary.p_value > 0.001)
 
 
+def _sk_line(settings: dict) -> str:
+    """How S_K was scored, for the physics page (results scored before S_K scorer version 2, 2026-12-01, used a cylinder band)."""
+    det = settings.get("sk_detector_geometry")
+    if not det:
+        return "S_K: photons leaving the seed in vacuo followed to a 10 cm cylinder band (+-0.25 cm), 5 keV cutoff."
+    shape = {"disc": "disc of radius", "square": "square of half-side", "band": "cylinder band of half-height"}[det["shape"]]
+    return (f"S_K: air kerma in vacuo over a {shape} {det['half_width_cm']:.3g} cm at {det['distance_cm']:g} cm "
+            f"({det['name']}, +-{det['beta_max_deg']:.1f} deg), k_r2 to the axis, {settings['sk_cutoff_kev']} keV cutoff.")
+
+
 def write_tg43_report(res, path, reference_dir: str | Path | None = None, primary=None) -> Path:
     """Write the commissioning report PDF (atomically) and return its path.
 
@@ -156,7 +166,8 @@ def write_tg43_report(res, path, reference_dir: str | Path | None = None, primar
             "",
             f"Dose-rate constant Lambda = {res.lambda_cGy_per_h_per_U:.4f} cGy h-1 U-1 (+- {100 * res.lambda_rel_unc:.2f} %)",
             f"   CLRP TG-43 v2 (egs_brachy): {ref['lambda_clrp']}    TG-43U1 consensus: {ref['lambda_consensus']}",
-            f"S_K per history = {res.sk_per_history_Gy_cm2:.4e} Gy cm2 (+- {100 * res.sk_rel_unc:.2f} %)",
+            f"S_K per history = {res.sk_per_history_Gy_cm2:.4e} Gy cm2 (+- {100 * res.sk_rel_unc:.2f} %; "
+            f"detector {res.settings.get('sk_detector', 'band')})",
             f"D(1 cm, 90 deg) per history = {res.dose_1cm_90_Gy_per_history:.4e} Gy (+- {100 * res.dose_1cm_90_rel_unc:.2f} %)",
             f"mean energy of photons leaving the capsule: {res.mean_energy_leaving_kev:.2f} keV "
             f"({res.mean_energy_leaving_5kev_kev:.2f} keV above 5 keV)",
@@ -186,7 +197,7 @@ def write_tg43_report(res, path, reference_dir: str | Path | None = None, primar
             "cross sections from xraylib; mu_en derived from the same data (agrees with NIST to 0.1 % in water).",
             "Kerma approximation; dose = track-length estimator of collision kerma in (r, theta) bins of",
             "+-2 % radial width and 0.5-2.5 deg angular half-width, folded about 90 deg.",
-            "S_K: photons leaving the seed in vacuo followed to a 10 cm cylinder band (+-0.25 cm), 5 keV cutoff.",
+            _sk_line(res.settings),
             f"Seed model: {res.seed} ({res.seed_name}); geometry from configs/seeds/{res.seed}.toml.",
         ]
         for k, ln in enumerate(txt):

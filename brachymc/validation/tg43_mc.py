@@ -3,8 +3,10 @@
 Two runs per seed model (Rivard et al., TG-43U1, Med Phys 31 (2004) 633; the CLRP database
 method, Taylor & Rogers, Med Phys 35 (2008) 4228):
 
-1. **In vacuo**: the seed alone, photons that leave it scored on a 10 cm cylinder band
-   (:class:`~brachymc.geometry.single_seed.AirKermaScorer`) with a 5 keV cutoff -> air-kerma
+1. **In vacuo**: the seed alone, the air kerma of the photons that leave it averaged over the
+   NIST WAFAC aperture at 10 cm and corrected to the transverse axis, 5 keV cutoff
+   (:class:`~brachymc.mc.air_kerma.AirKermaScorer`; the other detectors of
+   :data:`~brachymc.mc.air_kerma.DETECTORS` are scored too and kept in ``extra``) -> air-kerma
    strength per history S_K (Gy cm2), and the mean energy of photons leaving the capsule.
 2. **In water**: the seed at the centre of a water sphere of radius 15 cm, collision kerma scored
    on (r, theta) bins tight around the TG-43 radii and angles (relative radial half-width 2 %,
@@ -19,6 +21,7 @@ no value by more than 0.5 % at r >= 0.25 cm (relative width 2 %: 1/r^2 averaging
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -204,7 +207,7 @@ def run_tg43(model: SeedModel, settings: TG43RunSettings = TG43RunSettings(), pr
     # ---- derived quantities per batch ----------------------------------------------------------
     with np.errstate(divide="ignore", invalid="ignore"):
         res = _derive(model, settings, ts, ak.settings, src, r_edges, r_bin, th_bins, vol, dose_b, sk_b, e_all,
-                      e_5, per_sk, per, t0, backend)
+                      e_5, per_sk, per, t0, backend, ak.by_detector)
     eng = tr_w.describe()
     res.settings["transport"] = eng
     res.device = f"{res.device}, {eng['engine']} engine" + (f" ({eng['build']})" if "build" in eng else "")
@@ -212,7 +215,8 @@ def run_tg43(model: SeedModel, settings: TG43RunSettings = TG43RunSettings(), pr
 
 
 def _derive(model, settings, ts, sk_settings, src, r_edges, r_bin, th_bins, vol, dose_b, sk_b, e_all, e_5, per_sk, per,
-            t0, backend) -> TG43Result:
+            t0, backend, sk_by=None) -> TG43Result:
+    sk_by = sk_by or {}
     L = model.effective_length_cm
 
     def d_at(db, r, t):
@@ -275,7 +279,52 @@ def _derive(model, settings, ts, sk_settings, src, r_edges, r_bin, th_bins, vol,
         settings={**asdict(settings), "length_cm": L, "spectrum": src.spectrum.name,
                   "sk_histories": per_sk * settings.batches, "water_histories": per * settings.batches,
                   "r_edges_cm": r_edges.tolist(), "cutoff_kev": ts.cutoff_kev, "sk_cutoff_kev": sk_settings["cutoff_kev"],
-                  "sk_band_half_height_cm": sk_settings["half_height_cm"], "sk_distance_cm": sk_settings["distance_cm"]},
+                  "sk_detector": sk_settings["detector"], "sk_detector_geometry": sk_settings["detector_geometry"],
+                  "sk_scorer_version": sk_settings["scorer_version"], "sk_distance_cm": sk_settings["distance_cm"]},
         run_time_s=time.perf_counter() - t0, device=_device_name(backend),
-        extra={"model_fingerprint": model_fingerprint(model)},
+        extra={"model_fingerprint": model_fingerprint(model),
+               "sk_by_detector": {k: {**{kk: v[kk] for kk in ("value", "rel_unc", "primary", "detector")},
+                                      **dict(zip(("lambda", "lambda_rel_unc"),
+                                                 map(float, stat(d90[1.0] / np.asarray(v["batch_values"])))))}
+                                  for k, v in sk_by.items()}},
     )
+
+
+def rescore_sk(res: TG43Result, model: SeedModel, sk_histories: int = 20_000_000, batches: int = 20, seed: int = 4343,
+               backend: str = "auto", progress: bool = False) -> TG43Result:
+    """``res`` with S_K per history scored again in vacuo (current detector and estimator) and Lambda
+    recomputed from its stored D(1 cm, 90 deg); the water run is kept.
+
+    For when only the S_K definition changed (S_K scorer version 2: WAFAC aperture instead of a cylinder
+    band). The two runs are independent, so Lambda = D / S_K with the relative uncertainties added
+    in quadrature. The settings record what was rescored and when.
+    """
+    from brachymc.errors import ConfigError
+
+    if res.seed != model.key or res.extra.get("model_fingerprint", model_fingerprint(model)) != model_fingerprint(model):
+        raise ConfigError(f"TG-43 result for {res.seed!r} does not belong to seed model {model.key!r} as it is now")
+    ak = air_kerma_strength(model, sk_histories, batches=batches, seed=seed, backend=backend, progress=progress)
+    d1, u1 = res.dose_1cm_90_Gy_per_history, res.dose_1cm_90_rel_unc
+    # Lambda (cGy h-1 U-1) = D (Gy per history) / S_K (Gy cm2 per history): 1 U = 1e-2 Gy cm2 h-1, 1 Gy = 100 cGy
+    lam = d1 / ak.sk_per_history_Gy_cm2
+    old = {"sk_per_history_Gy_cm2": res.sk_per_history_Gy_cm2, "sk_rel_unc": res.sk_rel_unc,
+           "lambda_cGy_per_h_per_U": res.lambda_cGy_per_h_per_U, "lambda_rel_unc": res.lambda_rel_unc,
+           "sk_detector": res.settings.get("sk_detector", "band"), "sk_histories": res.settings.get("sk_histories"),
+           "mean_energy_leaving_kev": res.mean_energy_leaving_kev}
+    settings = {k: v for k, v in res.settings.items() if k != "sk_band_half_height_cm"}
+    settings.update({"sk_histories": ak.histories, "sk_detector": ak.settings["detector"],
+                     "sk_detector_geometry": ak.settings["detector_geometry"],
+                     "sk_scorer_version": ak.settings["scorer_version"], "sk_distance_cm": ak.settings["distance_cm"],
+                     "sk_rescored": {"date": time.strftime("%Y-%m-%d"), "seed": seed, "batches": batches,
+                                     "device": _device_name(get_backend(backend)), "before": old}})
+    extra = dict(res.extra)
+    extra["model_fingerprint"] = model_fingerprint(model)
+    extra["sk_by_detector"] = {k: {**{kk: v[kk] for kk in ("value", "rel_unc", "primary", "detector")},
+                                   "lambda": d1 / v["value"],
+                                   "lambda_rel_unc": float(np.hypot(u1, v["rel_unc"]))}
+                               for k, v in ak.by_detector.items()}
+    return dataclasses.replace(
+        res, sk_per_history_Gy_cm2=ak.sk_per_history_Gy_cm2, sk_rel_unc=ak.rel_unc, lambda_cGy_per_h_per_U=float(lam),
+        lambda_rel_unc=float(np.hypot(u1, ak.rel_unc)), mean_energy_leaving_kev=ak.mean_energy_leaving_kev,
+        mean_energy_leaving_5kev_kev=ak.mean_energy_leaving_5kev_kev, settings=settings, extra=extra,
+        run_time_s=res.run_time_s, version=__version__)

@@ -27,3 +27,7 @@ class BackendError(BrachyMCError):
 
 class KernelBuildError(BrachyMCError):
     """The transport kernel cannot be built here (no C++ compiler, or no CUDA through CuPy)."""
+
+
+class KernelUnsupportedError(KernelBuildError):
+    """The kernel engine cannot describe this problem (a world, source or hook of the array engine only)."""

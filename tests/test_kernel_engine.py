@@ -532,3 +532,30 @@ def test_air_kerma_strength_per_history_agrees(key, library):
     sa, sk = a.rel_unc * a.sk_per_history_Gy_cm2, k.rel_unc * k.sk_per_history_Gy_cm2
     assert abs(a.sk_per_history_Gy_cm2 - k.sk_per_history_Gy_cm2) < 3 * np.hypot(sa, sk)
     assert k.mean_energy_leaving_kev == pytest.approx(a.mean_energy_leaving_kev, abs=0.1)
+    # every detector of the scorer (WAFAC disc, CLRP square voxels, band), and their primary parts
+    assert set(a.by_detector) == set(k.by_detector) and len(k.by_detector) >= 3
+    for name, x in a.by_detector.items():
+        y = k.by_detector[name]
+        assert abs(x["value"] - y["value"]) < 3 * np.hypot(x["rel_unc"] * x["value"], y["rel_unc"] * y["value"]), name
+        assert 0 < y["primary"] < y["value"]
+
+
+def test_egsnrc_decay_laws_match_array_sampler(lib, library):
+    """The CLRP-sampled 2301 (egs++ ring and spherical-shell laws): the kernel's decay positions follow
+    the array engine's sampler (KS on the radius from the axis and on z)."""
+    from brachymc.validation.clrp import with_egsnrc_sampling
+
+    model = with_egsnrc_sampling(load_builtin_seed("best_2301", library))
+    assert any(a.law != "uniform" for a in model.active)
+    g = GridGeometry.centered((2.0, 2.0, 2.0), (0.25, 0.25, 0.25))
+    ph = VoxelPhantom.homogeneous(g, library["water"])
+    src = SeedSource(model)
+    tr = KernelTransport(ph, load_or_build_tables(list(ph.materials)), NP, TransportSettings(engine="kernel"))
+    n = 40_000
+    k = _kernel_source_photons(lib, tr, src, n)
+    a = src.sample(np, np.random.default_rng(2), n)
+    for coord in (lambda p: np.hypot(p[0], p[1]), lambda p: p[2]):
+        assert stats.ks_2samp(coord(a.position), coord(k[:, :3].T)).pvalue > 1e-3
+    # and it is not the uniform sampler
+    u = SeedSource(load_builtin_seed("best_2301", library)).sample(np, np.random.default_rng(3), n)
+    assert stats.ks_2samp(np.hypot(u.position[0], u.position[1]), np.hypot(k[:, 0], k[:, 1])).pvalue < 1e-6

@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-from brachymc.errors import ConfigError, GeometryError, KernelBuildError
+from brachymc.errors import ConfigError, GeometryError, KernelBuildError, KernelUnsupportedError
 from brachymc.geometry.phantom import VoxelPhantom
 from brachymc.geometry.seed import SeedModel, orthonormal_frame
 from brachymc.geometry.seeded_phantom import SeededVoxelWorld
@@ -48,6 +48,8 @@ PRIVATE_TALLY_LIMIT_BYTES = 2 << 30
 CPU_CHUNK_PER_THREAD = 1 << 15
 #: histories per GPU launch
 GPU_CHUNK = 1 << 24
+#: points of the kernel's table of each S_K detector's elevation weight g (linear interpolation)
+AK_TABLE_POINTS = 4097
 #: kernel limits (kernels/seed.h)
 MAX_SOLIDS, MAX_CONES, MAX_SPHERES = 32, 4, 2
 GPU_BLOCK = 128                 # threads per block (kernels/portability.h BMC_BLOCK)
@@ -75,7 +77,7 @@ def seed_model_params(model: SeedModel) -> dict:
     solids = model.solids
     n = len(solids)
     if n > MAX_SOLIDS:
-        raise ConfigError(f"seed {model.key!r}: {n} solids; the kernel engine handles up to {MAX_SOLIDS}")
+        raise KernelUnsupportedError(f"seed {model.key!r}: {n} solids; the kernel engine handles up to {MAX_SOLIDS}")
     box = np.empty((n, 4))
     cone = np.zeros((n, MAX_CONES, 2))
     sph = np.zeros((n, MAX_SPHERES, 2))
@@ -84,7 +86,7 @@ def seed_model_params(model: SeedModel) -> dict:
     names = [s.name for s in solids]
     for i, s in enumerate(solids):
         if len(s.cones) > MAX_CONES or len(s.spheres) > MAX_SPHERES:
-            raise ConfigError(f"seed {model.key!r}: solid {s.name!r} has more than {MAX_CONES} cones or "
+            raise KernelUnsupportedError(f"seed {model.key!r}: solid {s.name!r} has more than {MAX_CONES} cones or "
                               f"{MAX_SPHERES} spheres (kernel engine limit)")
         box[i] = (s.r_max * s.r_max if s.r_max is not None else np.inf,
                   s.r_min * s.r_min if s.r_min is not None else -np.inf,
@@ -123,8 +125,13 @@ def seed_model_params(model: SeedModel) -> dict:
         closure[i] = close(i)
     surf = model.surfaces
     weights = np.array([a.weight for a in model.active], float)
-    cells, offsets, act_cell, act_solid = [], [0], [], []
+    cells, offsets, act_cell, act_solid, act_law = [], [0], [], [], []
+    laws = {"uniform": 0, "egsnrc_circle": 1, "egsnrc_spherical_shell": 2}
     for a in model.active:
+        law = getattr(a, "law", "uniform")
+        if law not in laws:
+            raise KernelUnsupportedError(f"seed {model.key!r}: decay law {law!r} is not in the kernel engine")
+        act_law.append((laws[law], getattr(a, "r_inner", 0.0), getattr(a, "z0", 0.0)))
         i = model.solid_index(a.solid)
         prop = model._proposal(i)
         cells.append(np.asarray(prop["cells"], dtype=np.int32))
@@ -146,6 +153,7 @@ def seed_model_params(model: SeedModel) -> dict:
         sph_r=np.array([r for _z0, r in surf["spheres"]], float),
         n_active=len(model.active), active_cum=np.cumsum(weights / weights.sum())[:-1],
         active_solid=np.array(act_solid, dtype=np.int32), active_cell=np.array(act_cell, float),
+        active_law=np.array(act_law, float),
         cell_offset=np.array(offsets, dtype=np.int64), cells=np.concatenate(cells),
     )
 
@@ -252,8 +260,8 @@ class KernelTransport:
                   **self._model_params(world.model, world._solid_mat, world._solid_rho))
             return
         if not isinstance(world, VoxelWorld):
-            raise ConfigError(f"the kernel engine has no description of a {type(world).__name__}; "
-                              "use engine = 'array'")
+            raise KernelUnsupportedError(f"the kernel engine has no description of a {type(world).__name__}; "
+                                         "use engine = 'array'")
         g = world.geom
         b.set(world_kind=0, nx=g.nx, ny=g.ny, nz=g.nz, ox=g.origin[0], oy=g.origin[1], oz=g.origin[2],
               sx=g.spacing[0], sy=g.spacing[1], sz=g.spacing[2],
@@ -272,9 +280,9 @@ class KernelTransport:
         xp = self.xp
         rho32 = world.rho.astype(xp.float32)
         if not bool(xp.all(rho32.astype(xp.float64) == world.rho)):
-            raise ConfigError("voxel densities must be float32 values for the kernel engine")
+            raise KernelUnsupportedError("voxel densities must be float32 values for the kernel engine")
         if len(world.materials) > 0xFFFF:
-            raise ConfigError(f"{len(world.materials)} materials: the kernel engine handles up to 65535")
+            raise KernelUnsupportedError(f"{len(world.materials)} materials: the kernel engine handles up to 65535")
         hi = world.mat.astype(xp.int64)
         if isinstance(world, SeededVoxelWorld):
             hi = hi | xp.where(world._flag_row >= 0, _ACC["BMC_VOX_SEEDS"], 0).astype(xp.int64)
@@ -290,7 +298,7 @@ class KernelTransport:
               spec_cum=np.cumsum(spec.probabilities)[:-1])
         if isinstance(source, (SeedSource, SeedSetSource)):
             if self.model is not None and source.model != self.model:
-                raise ConfigError(f"the source's seed model {source.model.key!r} differs from the world's "
+                raise KernelUnsupportedError(f"the source's seed model {source.model.key!r} differs from the world's "
                                   f"{self.model.key!r}; the kernel engine needs one model")
             if self.model is None:
                 b.set(**self._model_params(source.model, np.zeros(len(source.model.solids), np.int32),
@@ -312,21 +320,39 @@ class KernelTransport:
             b.set(source_kind=0 if isinstance(source, PointSource) else 1, src_ax=a[0], src_ay=a[1], src_az=a[2],
                   src_bx=e[0], src_by=e[1], src_bz=e[2])
         else:
-            raise ConfigError(f"the kernel engine has no description of a {type(source).__name__} source; "
-                              "use engine = 'array'")
+            raise KernelUnsupportedError(f"the kernel engine has no description of a {type(source).__name__} "
+                                         "source; use engine = 'array'")
         self._source_key = key
 
     def _pack_escape_scorer(self) -> None:
         scorer = getattr(self.world, "score_escape", None)
         if scorer is self._ak:
             return
+        if getattr(self.world, "score_interaction", None) is not None:
+            raise KernelUnsupportedError("the world has an interaction hook (score_interaction), which only the "
+                                         "array engine calls; use engine = 'array'")
         if scorer is None:
             self._base.set(score_air_kerma=0)
-        elif all(hasattr(scorer, k) for k in ("d", "h", "cutoff", "air_index")):
-            self._base.set(score_air_kerma=1, ak_distance=scorer.d, ak_half_height=scorer.h,
-                           ak_cutoff=scorer.cutoff, ak_air_mat=scorer.air_index)
+        elif all(hasattr(scorer, k) for k in ("detectors", "cutoff", "air_index")):
+            dets = tuple(scorer.detectors)
+            if len(dets) > _ACC["BMC_MAX_AK"]:
+                raise KernelUnsupportedError(f"{len(dets)} S_K detectors; the kernel engine scores up to "
+                                             f"{_ACC['BMC_MAX_AK']}")
+            n_tab = AK_TABLE_POINTS
+            det = np.zeros((len(dets), 3))
+            tab = np.zeros((len(dets), n_tab))
+            for k, d in enumerate(dets):
+                hw = d.half_width_cm * 1.0000001 + 1e-12        # the array scorer's acceptance
+                zh = np.linspace(-hw, hw, n_tab)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    g = d.elevation_density(np, np.arctan(zh / d.distance_cm))
+                tab[k] = np.nan_to_num(g) / (2.0 * np.pi)
+                det[k] = (d.distance_cm, hw, (n_tab - 1) / (2.0 * hw))
+            self._base.set(score_air_kerma=len(dets), ak_air_mat=scorer.air_index, ak_cutoff=scorer.cutoff,
+                           n_ak_tab=n_tab, ak_det=det, ak_gtab=tab)
         else:
-            raise ConfigError(f"the kernel engine cannot score escapes with {type(scorer).__name__}")
+            raise KernelUnsupportedError(f"the kernel engine cannot score escapes with {type(scorer).__name__}; "
+                                         "use engine = 'array'")
         self._ak = scorer
 
     # ---------------------------------------------------------------------------------- running
@@ -416,10 +442,12 @@ class KernelTransport:
         sc.histories += n_total
         sc.extra["lost"] = sc.extra.get("lost", 0.0) + tot[_ACC["BMC_ACC_LOST"]]
         if self._ak is not None:
-            for name, slot in (("air_kerma_raw", "BMC_ACC_AIR_KERMA"), ("escaped_n", "BMC_ACC_ESC_N"),
-                               ("escaped_e", "BMC_ACC_ESC_E"), ("escaped_n5", "BMC_ACC_ESC_N5"),
-                               ("escaped_e5", "BMC_ACC_ESC_E5")):
+            for name, slot in (("escaped_n", "BMC_ACC_ESC_N"), ("escaped_e", "BMC_ACC_ESC_E"),
+                               ("escaped_n5", "BMC_ACC_ESC_N5"), ("escaped_e5", "BMC_ACC_ESC_E5")):
                 sc.extra[name] = sc.extra.get(name, 0.0) + tot[_ACC[slot]]
+            for k, d in enumerate(self._ak.detectors):
+                for name, off in ((f"air_kerma_raw:{d.name}", 0), (f"air_kerma_primary_raw:{d.name}", 1)):
+                    sc.extra[name] = sc.extra.get(name, 0.0) + tot[_ACC["BMC_ACC_AK"] + 2 * k + off]
         if hist is not None:
             prev = sc.extra.get("escape_spectrum")
             h = self.backend.asnumpy(hist)

@@ -279,7 +279,7 @@ def run_photon_budget(model: SeedModel, settings: BudgetSettings = BudgetSetting
     lib = library or default_library()
     be = get_backend(settings.backend)
     src = SeedSource(model)
-    ts = TransportSettings()
+    ts = TransportSettings(engine="array")       # the interaction hook is the array engine's
     world = vacuum_world(model, lib, be)
     host_tables = load_or_build_tables(list(world.materials), PhysicsSettings(cutoff_kev=ts.cutoff_kev))
     tr = make_transport(world, host_tables, be, ts)

@@ -253,7 +253,7 @@ def run_sk_check(model: SeedModel, detector="wafac", histories: int = 2_000_000,
     if be.name != "numpy":
         raise ValueError("the NEE check runs on the NumPy backend")
     det = get_detector(detector)
-    ts = TransportSettings()
+    ts = TransportSettings(engine="array")       # the interaction hook is the array engine's
     world = vacuum_world(model, lib, be)
     host = load_or_build_tables(list(world.materials), PhysicsSettings(cutoff_kev=ts.cutoff_kev))
     tr = make_transport(world, host, be, ts)

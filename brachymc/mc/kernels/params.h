@@ -83,12 +83,14 @@ struct BmcParams {
     const double* cones;           // (n_cones) ascending cos theta of the bin cones
     const double* r_edges;         // (n_r + 1)
     const double* cos_edges;       // (n_c + 1)
-    // air kerma in vacuo on a cylinder band (mc/air_kerma.py AirKermaScorer)
-    long long score_air_kerma;
+    // air kerma in vacuo for S_K (mc/air_kerma.py AirKermaScorer): each detector k is a band |z| <= h_k
+    // of the cylinder of radius d_k about the seed axis, weighted with its elevation density g_k
+    long long score_air_kerma;     // number of detectors (0: off), at most BMC_MAX_AK
     long long ak_air_mat;
-    double ak_distance;
-    double ak_half_height;
-    double ak_cutoff;
+    double ak_cutoff;              // keV
+    long long n_ak_tab;            // points of each detector's table of g_k / (2 pi) over -h_k..h_k
+    const double* ak_det;          // (n, 3): d_k (cm), h_k (cm), table points per cm
+    const double* ak_gtab;         // (n, n_ak_tab)
     // spectrum of the photons that leave the world after interacting (n_esc_bins = 0: off)
     long long n_esc_bins;
     const double* esc_edges;       // (n_esc_bins + 1) keV
@@ -134,6 +136,8 @@ struct BmcParams {
     const double* active_cum;      // (n_active - 1) cumulative weight
     const int* active_solid;       // (n_active) solid index
     const double* active_cell;     // (n_active, 4): z_lo, dz, dr2, nr of its (z, r^2) cell grid
+    const double* active_law;      // (n_active, 3): law (0 uniform, 1 egsnrc_circle, 2 egsnrc_spherical_shell),
+                                   // r_inner (cm), z0 (cm) (geometry/seed.py ActiveRegion)
     const long long* cell_offset;  // (n_active + 1) into cells
     const int* cells;              // flat (iz * nr + ir) cells that meet the active solid
     // ---- outputs --------------------------------------------------------------------------------
@@ -157,10 +161,12 @@ struct BmcParams {
 #define BMC_ACC_LOCAL 3
 #define BMC_ACC_UNSCORED 4
 #define BMC_ACC_STEPS 5          // geometry steps (count)
-#define BMC_ACC_AIR_KERMA 6      // air-kerma scorer: sum w E (mu_en/rho)_air / cos a
+#define BMC_ACC_AIR_KERMA 6      // (unused: see BMC_ACC_AK)
 #define BMC_ACC_ESC_N 7          // photons escaping (weight)
 #define BMC_ACC_ESC_E 8
 #define BMC_ACC_ESC_N5 9         // ... above the air-kerma cutoff
 #define BMC_ACC_ESC_E5 10
 #define BMC_ACC_LOST 11          // photons stopped by the step limit (none expected)
-#define BMC_NACC 12
+#define BMC_ACC_AK 12            // detector k of the air-kerma scorer: S (12 + 2k) and its primary part (13 + 2k)
+#define BMC_MAX_AK 8
+#define BMC_NACC 28

@@ -18,6 +18,7 @@ BMC_DEVICE void bmc_sample_active(const BmcParams* P, BmcRng* g, double* z, doub
     const long long ncell = P->cell_offset[j + 1] - off;
     const int nr = (int)cell[3];
     const unsigned int need = (unsigned int)P->solid_closure[solid];
+    const double* law = P->active_law + 3 * j;
     for (int tries = 0;; ++tries) {
         long long k = (long long)(bmc_uniform(g) * (double)ncell);
         if (k > ncell - 1) k = ncell - 1;
@@ -26,7 +27,21 @@ BMC_DEVICE void bmc_sample_active(const BmcParams* P, BmcRng* g, double* z, doub
         const double zz = cell[0] + (iz + bmc_uniform(g)) * cell[1];
         const double r2 = (ir + bmc_uniform(g)) * cell[2];
         // tries cap: acceptance is > 30 % by construction of the cells; never reached in practice
-        if (((bmc_solid_inside(P, zz, r2, need) >> solid) & 1u) || tries > 100000) {
+        int ok = (bmc_solid_inside(P, zz, r2, need) >> solid) & 1u;
+        if (ok && law[0] != 0) {                  // an egs++ decay law: keep with its relative density
+            double ratio = 0.0;
+            if (law[0] == 1) {
+                const double rho = bmc_sqrt(r2);
+                ratio = rho > law[1] ? (rho - law[1]) / rho : 0.0;
+            } else {
+                const double dz = zz - law[2];
+                const double big = bmc_sqrt(r2 + dz * dz);
+                const double q = big > law[1] ? (big - law[1]) / big : 0.0;
+                ratio = q * q;
+            }
+            ok = bmc_uniform(g) < ratio;
+        }
+        if (ok || tries > 100000) {
             double cp, sp;                        // the azimuth only for an accepted point
             bmc_cos_sin_2pi(bmc_uniform(g), &cp, &sp);
             const double rr = bmc_sqrt(r2);

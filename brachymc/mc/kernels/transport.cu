@@ -46,7 +46,8 @@ BMC_DEVICE void bmc_escape(const BmcParams* P, const BmcPhoton* ph, double* acc)
         if (k >= 0 && k < (int)P->n_esc_bins) bmc_atomic_add(P->esc_hist + k, ph->wt);
     }
     if (!P->score_air_kerma) return;
-    // air kerma in vacuo on the cylinder band |z| <= h at distance d from the seed axis
+    // S_K in vacuo (mc/air_kerma.py AirKermaScorer): the crossing of the cylinder of radius d about
+    // the seed axis at height zh and angle a to its normal adds w E (mu_en/rho)_air g(beta) / (2 pi cos a)
     acc[BMC_ACC_ESC_N] += ph->wt;
     acc[BMC_ACC_ESC_E] += we;
     if (!(ph->e >= P->ak_cutoff)) return;
@@ -54,19 +55,31 @@ BMC_DEVICE void bmc_escape(const BmcParams* P, const BmcPhoton* ph, double* acc)
     acc[BMC_ACC_ESC_E5] += we;
     const double* p = ph->pos;
     const double* d = ph->dir;
-    const double dd = P->ak_distance;
     const double a = d[0] * d[0] + d[1] * d[1];
+    if (!(a > 0)) return;
     const double bq = p[0] * d[0] + p[1] * d[1];
-    const double c = p[0] * p[0] + p[1] * p[1] - dd * dd;
-    const double disc = bq * bq - a * c;
-    if (!(a > 0) || !(disc >= 0)) return;
-    const double t = (-bq + bmc_sqrt(disc)) / a;
-    const double zh = p[2] + t * d[2];
-    const double xh = p[0] + t * d[0], yh = p[1] + t * d[1];
-    const double cos_a = (xh * d[0] + yh * d[1]) / dd;
-    if ((zh < 0 ? -zh : zh) <= P->ak_half_height && cos_a > 0) {
-        const double muen = bmc_interp_log(P->ln_muen, P, (int)P->ak_air_mat, ph->ie, ph->fe);
-        acc[BMC_ACC_AIR_KERMA] += we * muen / cos_a;
+    const double muen = bmc_interp_log(P->ln_muen, P, (int)P->ak_air_mat, ph->ie, ph->fe);
+    const int nt = (int)P->n_ak_tab;
+    for (int k = 0; k < (int)P->score_air_kerma && k < BMC_MAX_AK; ++k) {
+        const double dd = P->ak_det[3 * k], hw = P->ak_det[3 * k + 1];
+        const double c = p[0] * p[0] + p[1] * p[1] - dd * dd;
+        const double disc = bq * bq - a * c;
+        if (!(disc >= 0)) continue;
+        const double t = (-bq + bmc_sqrt(disc)) / a;
+        const double zh = p[2] + t * d[2];
+        const double xh = p[0] + t * d[0], yh = p[1] + t * d[1];
+        const double cos_a = (xh * d[0] + yh * d[1]) / dd;
+        if (!(cos_a > 0) || !((zh < 0 ? -zh : zh) <= hw)) continue;
+        // g / (2 pi) from its table over -hw..hw (linear interpolation)
+        const double x = (zh + hw) * P->ak_det[3 * k + 2];
+        int i = x < 0 ? 0 : (int)x;
+        if (i > nt - 2) i = nt - 2;
+        const double f = x - (double)i;
+        const double* gt = P->ak_gtab + (long long)k * nt;
+        const double g = gt[i] + f * (gt[i + 1] - gt[i]);
+        const double s = we * muen * g / cos_a;
+        acc[BMC_ACC_AK + 2 * k] += s;
+        if (!ph->scat) acc[BMC_ACC_AK + 2 * k + 1] += s;
     }
 }
 

@@ -121,10 +121,10 @@ tail -40 "$WORK/demo.log" >>"$LOG"
 say "demo: exit $demo_rc in ${t_demo} s"
 
 # ---- 5. one JSON, one table ----------------------------------------------------------------------
-$PYR - "$OUT" "$WORK" "$demo_rc" "$t_demo" <<'EOF'
+$PYR - "$OUT" "$WORK" "$demo_rc" "$t_demo" "$DEMO" <<'EOF'
 import glob, json, re, sys
 from pathlib import Path
-out, work, demo_rc, demo_s = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+out, work, demo_rc, demo_s, demo_mode = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 env = json.loads((out / "environment.json").read_text() or "{}")
 bench = []
 for f in sorted(glob.glob(str(work / "bench_*.json"))):
@@ -133,7 +133,7 @@ for f in sorted(glob.glob(str(work / "bench_*.json"))):
         bench.append(r)
 pt = (out / "pytest_gpu.log").read_text() if (out / "pytest_gpu.log").exists() else ""
 m = re.findall(r"^=*\s*(.*(?:passed|failed|error).*?)\s*=*$", pt, re.M)
-demo = {"exit": demo_rc, "wall_s": demo_s}
+demo = {"exit": demo_rc, "wall_s": demo_s, "mode": demo_mode}
 sj = work / "demo" / "summary.json"
 if sj.exists():
     s = json.loads(sj.read_text())
@@ -154,7 +154,7 @@ md = [f"# brachymc GPU check: {env.get('device', '?')}", "",
       f"CuPy {env.get('cupy')}, CUDA runtime {env.get('cuda_runtime')}, driver {env.get('cuda_driver')}, "
       f"brachymc {env.get('brachymc')}", "", f"pytest -m gpu: {res['pytest_gpu']}", "", *rows, "",
       "* extrapolated as t (u / 2 %)^2", "",
-      f"demo --mode full: exit {demo_rc}, {demo_s:.1f} s end to end; transport {demo.get('transport_time_s')} s; "
+      f"demo --mode {demo_mode}: exit {demo_rc}, {demo_s:.1f} s end to end; transport {demo.get('transport_time_s')} s; "
       f"stages {demo.get('stage_times_s')}"]
 (out / "gpu_check.md").write_text("\n".join(md) + "\n")
 print("\n".join(md))

@@ -10,10 +10,8 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from brachymc import __version__
-from brachymc._paths import config_dir
 from brachymc.errors import BrachyMCError
 
 

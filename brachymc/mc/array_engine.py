@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from brachymc.errors import ConfigError
-from brachymc.geometry.phantom import VoxelPhantom
-from brachymc.geometry.world import VoxelWorld
 from brachymc.mc import interactions as ia
 from brachymc.mc.physics import PhysicsTables
-from brachymc.mc.transport import BatchScores, TransportSettings, auto_bank_size
+from brachymc.mc.transport import (BatchScores, TransportSettings, auto_bank_size, check_source_energies,
+                                   checked_world)
 from brachymc.sources.simple import isotropic
 
 
@@ -57,25 +55,14 @@ class ArrayTransport:
     engine = "array"
 
     def __init__(self, world, tables: PhysicsTables, backend, settings: TransportSettings):
-        if isinstance(world, VoxelPhantom):
-            world = VoxelWorld(world, backend)
+        world = checked_world(world, tables, backend, settings)
         names = tuple(m.name for m in world.materials)
-        if tables.material_names != names:
-            raise ConfigError(f"physics tables are for {tables.material_names}, the geometry has {names}")
-        if settings.cutoff_kev != tables.settings.cutoff_kev:
-            raise ConfigError(
-                f"transport cutoff {settings.cutoff_kev} keV differs from the tables' {tables.settings.cutoff_kev} keV"
-            )
         self.world = world
         self.backend = backend
         self.xp = backend.xp
         self.settings = settings
         self.tables = tables.to_backend(backend)
-        self._water = None
-        if settings.score_water:
-            if "water" not in names:
-                raise ConfigError("dose to water in medium needs 'water' among the world's materials")
-            self._water = names.index("water")
+        self._water = names.index("water") if settings.score_water else None
 
     def describe(self) -> dict:
         return {"engine": "array", "backend": self.backend.name}
@@ -96,12 +83,7 @@ class ArrayTransport:
 
     def check_source(self, source) -> None:
         self.world.check_source(source)
-        emax = source.spectrum.max_energy_kev
-        if emax > self.tables.emax_kev or source.spectrum.min_energy_kev <= self.settings.cutoff_kev:
-            raise ConfigError(
-                f"source energies {source.spectrum.min_energy_kev}-{emax} keV must lie within "
-                f"({self.settings.cutoff_kev}, {self.tables.emax_kev}] keV"
-            )
+        check_source_energies(source, self.settings.cutoff_kev, self.tables.emax_kev)
 
     # ------------------------------------------------------------------------------------------
     def _new_photons(self, pos, direction, energy, weight, rng, scattered: bool, state: dict | None = None,

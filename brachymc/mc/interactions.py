@@ -6,7 +6,6 @@ Every function takes the array namespace ``xp`` (NumPy or CuPy) and a
 
 from __future__ import annotations
 
-import numpy as np
 
 from brachymc.constants import ELECTRON_REST_ENERGY_KEV
 

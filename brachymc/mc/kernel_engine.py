@@ -26,8 +26,7 @@ import os
 
 import numpy as np
 
-from brachymc.errors import ConfigError, GeometryError, KernelBuildError, KernelUnsupportedError
-from brachymc.geometry.phantom import VoxelPhantom
+from brachymc.errors import GeometryError, KernelBuildError, KernelUnsupportedError
 from brachymc.geometry.seed import SeedModel, orthonormal_frame
 from brachymc.geometry.seeded_phantom import SeededVoxelWorld
 from brachymc.geometry.single_seed import SingleSeedWorld
@@ -35,7 +34,7 @@ from brachymc.geometry.world import VoxelWorld
 from brachymc.mc.kernel_build import cpu_library, gpu_module
 from brachymc.mc.kernel_params import ParamBlock, defines
 from brachymc.mc.physics import PhysicsTables
-from brachymc.mc.transport import BatchScores, TransportSettings
+from brachymc.mc.transport import BatchScores, TransportSettings, check_source_energies, checked_world
 from brachymc.sources.seed_source import SeedSetSource, SeedSource
 from brachymc.sources.simple import LineSource, PencilBeam, PointSource
 
@@ -192,16 +191,8 @@ class KernelTransport:
     engine = "kernel"
 
     def __init__(self, world, tables: PhysicsTables, backend, settings: TransportSettings):
-        if isinstance(world, VoxelPhantom):
-            world = VoxelWorld(world, backend)
+        world = checked_world(world, tables, backend, settings)
         names = tuple(m.name for m in world.materials)
-        if tables.material_names != names:
-            raise ConfigError(f"physics tables are for {tables.material_names}, the geometry has {names}")
-        if settings.cutoff_kev != tables.settings.cutoff_kev:
-            raise ConfigError(
-                f"transport cutoff {settings.cutoff_kev} keV differs from the tables' {tables.settings.cutoff_kev} keV")
-        if settings.score_water and "water" not in names:
-            raise ConfigError("dose to water in medium needs 'water' among the world's materials")
         self.world, self.backend, self.xp, self.settings = world, backend, backend.xp, settings
         self.gpu = backend.name == "cupy"
         if self.gpu:
@@ -367,10 +358,7 @@ class KernelTransport:
 
     def check_source(self, source) -> None:
         self.world.check_source(source)
-        emax = source.spectrum.max_energy_kev
-        if emax > self.tables.emax_kev or source.spectrum.min_energy_kev <= self.settings.cutoff_kev:
-            raise ConfigError(f"source energies {source.spectrum.min_energy_kev}-{emax} keV must lie within "
-                              f"({self.settings.cutoff_kev}, {self.tables.emax_kev}] keV")
+        check_source_energies(source, self.settings.cutoff_kev, self.tables.emax_kev)
 
     @staticmethod
     def batch_key(stream: np.random.SeedSequence) -> tuple[int, int]:

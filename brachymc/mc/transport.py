@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from brachymc.errors import ConfigError
 
@@ -96,6 +95,33 @@ class BatchScores:
     steps: int = 0                   # voxel steps (photon-steps)
     histories: int = 0
     extra: dict = field(default_factory=dict)
+
+
+def checked_world(world, tables, backend, settings: TransportSettings):
+    """The world a transport steps through (a voxel phantom is wrapped in a VoxelWorld), checked
+    against the physics tables and the settings (both engines)."""
+    from brachymc.geometry.phantom import VoxelPhantom
+    from brachymc.geometry.world import VoxelWorld
+
+    if isinstance(world, VoxelPhantom):
+        world = VoxelWorld(world, backend)
+    names = tuple(m.name for m in world.materials)
+    if tables.material_names != names:
+        raise ConfigError(f"physics tables are for {tables.material_names}, the geometry has {names}")
+    if settings.cutoff_kev != tables.settings.cutoff_kev:
+        raise ConfigError(
+            f"transport cutoff {settings.cutoff_kev} keV differs from the tables' {tables.settings.cutoff_kev} keV")
+    if settings.score_water and "water" not in names:
+        raise ConfigError("dose to water in medium needs 'water' among the world's materials")
+    return world
+
+
+def check_source_energies(source, cutoff_kev: float, emax_kev: float) -> None:
+    """Every line of the source's spectrum must lie above the cutoff and within the tables."""
+    emax = source.spectrum.max_energy_kev
+    if emax > emax_kev or source.spectrum.min_energy_kev <= cutoff_kev:
+        raise ConfigError(f"source energies {source.spectrum.min_energy_kev}-{emax} keV must lie within "
+                          f"({cutoff_kev}, {emax_kev}] keV")
 
 
 def make_transport(world, tables, backend, settings: TransportSettings):

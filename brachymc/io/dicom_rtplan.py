@@ -566,7 +566,8 @@ def write_rtplan(path: str | Path, plan: SeedPlan, *, needles: list[list[int]] |
                  frame_of_reference_uid: str, patient_id: str, patient_name: str, study_instance_uid: str,
                  referenced_structure_set_uid: str | None = None, plan_label: str = "brachymc",
                  source_model_id: str | None = None, manufacturer: str | None = None,
-                 sop_instance_uid: str | None = None, series_instance_uid: str | None = None) -> Path:
+                 sop_instance_uid: str | None = None, series_instance_uid: str | None = None,
+                 seed_axes: bool = False) -> Path:
     """Write ``plan`` as a permanent-implant brachy RT Plan (see module doc); return the path.
 
     ``needles`` lists the seed indices of each needle (channel) in insertion order (the reader's
@@ -575,7 +576,11 @@ def write_rtplan(path: str | Path, plan: SeedPlan, *, needles: list[list[int]] |
     written at ``plan.reference_date`` (else ``plan.implant_date``), positions in mm.
     ``source_model_id`` / ``manufacturer`` default to the values of ``plan.model`` (6711, 2301,
     I25.S06), else ``plan.model``. The SOPInstanceUID is ``sop_instance_uid`` or a new UID (read
-    it back with :func:`rtplan_uid`). Seed directions are not stored (no DICOM attribute).
+    it back with :func:`rtplan_uid`). DICOM has no seed-direction attribute: with ``seed_axes``
+    (one channel per seed, ``needles`` None) each channel also holds two transit control points
+    (no dwell) 1 mm either side of its seed along ``plan.directions``, so that a reader taking
+    the needle direction from the channel's positions (``read_rtplan(orientation="auto")``)
+    recovers each seed's axis; otherwise directions are not stored.
     """
     path = Path(path)
     if not isinstance(plan, SeedPlan):
@@ -584,6 +589,8 @@ def write_rtplan(path: str | Path, plan: SeedPlan, *, needles: list[list[int]] |
                         ("study_instance_uid", study_instance_uid)):
         if not value:
             raise DicomError(f"{path}: {name} is required")
+    if seed_axes and needles is not None:
+        raise DicomError(f"{path}: seed_axes needs one channel per seed (needles=None)")
     groups = _check_needles(path, plan, needles)
     reference = plan.reference_date or plan.implant_date
     if reference is None:
@@ -697,19 +704,26 @@ def write_rtplan(path: str | Path, plan: SeedPlan, *, needles: list[list[int]] |
         ch.ChannelNumber = k + 1
         ch.ChannelTotalTime = _ds(tau_h * 3600.0)                   # s: the mean life (permanent implant)
         ch.SourceMovementType = "FIXED"
-        ch.NumberOfControlPoints = 2 * len(g)
         ch.ReferencedSourceNumber = source_of[float(sk[g[0]])]
         ch.FinalCumulativeTimeWeight = _ds(len(g))
-        cps = []
+        # (position, cumulative weight) per control point: a pair per seed; with seed_axes a
+        # transit point (no dwell) 1 mm before and after the seed along its axis
+        points = []
         for j, p in enumerate(pts):
-            along = float(np.linalg.norm(p - pts[0]))
-            for half in (0, 1):
-                cp = Dataset()
-                cp.ControlPointIndex = 2 * j + half
-                cp.ControlPointRelativePosition = _ds(along)
-                cp.ControlPoint3DPosition = [_ds(v) for v in p]
-                cp.CumulativeTimeWeight = _ds(j + half)
-                cps.append(cp)
+            if seed_axes:
+                u = np.asarray(plan.directions[g[j]], float)
+                points += [(p - 1.0 * u, j), (p, j), (p, j + 1), (p + 1.0 * u, j + 1)]
+            else:
+                points += [(p, j), (p, j + 1)]
+        ch.NumberOfControlPoints = len(points)
+        cps = []
+        for idx, (p, weight) in enumerate(points):
+            cp = Dataset()
+            cp.ControlPointIndex = idx
+            cp.ControlPointRelativePosition = _ds(float(np.linalg.norm(p - points[0][0])))
+            cp.ControlPoint3DPosition = [_ds(v) for v in p]
+            cp.CumulativeTimeWeight = _ds(weight)
+            cps.append(cp)
         ch.BrachyControlPointSequence = Sequence(cps)
         channels.append(ch)
     setup.ChannelSequence = Sequence(channels)

@@ -127,6 +127,30 @@ def _read_plan(cfg: PatientRunConfig, library: MaterialLibrary) -> tuple[SeedPla
     return plan, plan_uid
 
 
+def _plan_from_ct(cfg: PatientRunConfig, ct: CTVolume | None, library: MaterialLibrary, notes: list) -> SeedPlan:
+    """``[plan] file = "ct"``: the seeds found in the run's own CT (:mod:`brachymc.seedfinder`)."""
+    from brachymc.seedfinder import find_seeds
+
+    pc = cfg.plan
+    if ct is None:
+        raise ConfigError(f"{cfg.source}: [plan] file = \"ct\" needs a CT with HU ([ct] dicom or volume)")
+    sk = pc.sk_U
+    if sk is None:
+        from brachymc.sources.strength import apparent_activity_to_sk
+
+        sk = float(apparent_activity_to_sk(pc.activity_mCi))
+    res = find_seeds(ct, model=pc.model or "oncoseed_6711", expected=pc.expected, library=library)
+    plan = res.to_plan(sk_U=sk, model=pc.model or "oncoseed_6711")
+    d = res.report_dict()
+    notes.append(f"seeds found automatically in the CT: {res.n_seeds} seeds ({d['clusters_split']} clusters split)"
+                 + (f", {pc.expected} expected" if pc.expected else "")
+                 + (f"; doubtful: " + "; ".join(f"#{x['seed']} at {tuple(x['position_mm'])} mm ({', '.join(x['why'])})"
+                                                for x in d["doubtful"]) if d["doubtful"] else "; none doubtful"))
+    notes.extend(f"other metal in the CT (not seeds) at {tuple(m['centroid_mm'])} mm: {m['reason']}"
+                 for m in d["other_metal"])
+    return replace(plan, source=f"{ct.source} (seeds found in the CT)")
+
+
 def _read_ct(cfg: PatientRunConfig, library: MaterialLibrary):
     c = cfg.ct
     if c.dicom is not None:
@@ -185,7 +209,10 @@ def load_inputs(cfg: PatientRunConfig, library: MaterialLibrary | None = None) -
     library = library or default_library()
     notes: list[str] = []
     ct, phantom_in = _read_ct(cfg, library)
-    plan, plan_uid = _read_plan(cfg, library)
+    if cfg.plan.from_ct:
+        plan, plan_uid = _plan_from_ct(cfg, ct, library, notes), ""
+    else:
+        plan, plan_uid = _read_plan(cfg, library)
     try:
         model = load_builtin_seed(plan.model, library)
     except (BrachyMCError, FileNotFoundError, KeyError) as exc:
@@ -509,6 +536,8 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
                f"streak voxels reassigned: {conv.artefact_voxels} (bright {conv.artefact_bright}, "
                f"dark {conv.artefact_dark})"]) if conv is not None else "egsphant input: none"),
         "plan_notes": {k: str(v) for k, v in inputs.plan.notes.items()},
+        "seeds_from": "found automatically in the CT" if "seed_finding" in inputs.plan.notes else inputs.plan.source,
+        "seed_finding": inputs.plan.notes.get("seed_finding"),
         "metrics": metrics, "gamma": gam, "tissue_ratios": ratios, "resumed_from_batches": run.resumed_from,
     }
     outputs = write_outputs(cfg, out, inputs, phantom, dose, unc, dose_w, tg43, ~scored, est, factor, summary)
@@ -660,6 +689,11 @@ def _figures_and_report(cfg, out: Path, inputs: PatientInputs, dose, tg43, weigh
         settings = {k: summary[k] for k in ("histories", "batches", "seed", "backend", "device", "transport_time_s",
                                             "target_mean_rel_uncertainty", "calibration", "seed_model", "dose_unit",
                                             "n_seeds", "sk_total_U_at_implant", "stopped_by", "mode")}
+        if summary.get("seed_finding"):
+            sf = summary["seed_finding"]
+            settings["seeds"] = (f"found automatically in the CT: {sf['n_seeds']} seeds, {sf['clusters_split']} clusters "
+                                 f"split, {len(sf['doubtful'])} doubtful"
+                                 + "".join(f"; #{x['seed']} at {tuple(x['position_mm'])} mm" for x in sf["doubtful"]))
         paths["report"] = rp.write_summary_pdf(
             out / "report.pdf", title=f"brachymc patient dose — {inputs.patient_id or 'patient'}",
             metrics_table=summary.get("ct_corrections_table") or None, metrics_heading="CT corrections (HU -> media)",

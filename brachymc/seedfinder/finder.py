@@ -291,6 +291,52 @@ def _amp_ratios(fit: SeedFit, app: SeedAppearance) -> np.ndarray:
     return fit.amplitudes / app.amplitude_of(fit.axes)
 
 
+def _peak_excess(patch: Patch) -> float:
+    return float(patch.excess.max())
+
+
+def _ring_excess(hu, voxel, origin, fit: SeedFit, app: SeedAppearance, patch: Patch) -> float:
+    """90th percentile of the excess over background at 2.5-4.5 mm from the fitted seed axis, in the
+    seed's own slices: near background for a seed, high for a piece of a bone surface (which goes on)."""
+    c, u = fit.centers[0], fit.axes[0]
+    half = 0.5 * app.length_mm
+    reach = 4.5 + half
+    lo = np.floor((c - reach - origin) / voxel).astype(int)
+    hi = np.floor((c + reach - origin) / voxel).astype(int) + 1
+    n = np.array(hu.shape[::-1])
+    lo, hi = np.clip(lo, 0, n), np.clip(hi, 0, n)
+    zc = int(np.floor((c[2] - origin[2]) / voxel[2]))
+    z0, z1 = max(zc - 0, lo[2]), min(zc + 1, hi[2])
+    if z1 <= z0 or np.any(hi[:2] <= lo[:2]):
+        return 0.0
+    box = hu[z0:z1, lo[1]:hi[1], lo[0]:hi[0]].astype(float)
+    zz, yy, xx = np.meshgrid(origin[2] + (np.arange(z0, z1) + 0.5) * voxel[2], origin[1] + (np.arange(lo[1], hi[1]) + 0.5)
+                             * voxel[1], origin[0] + (np.arange(lo[0], hi[0]) + 0.5) * voxel[0], indexing="ij")
+    d = np.stack([xx - c[0], yy - c[1], zz - c[2]], axis=-1)
+    t = np.clip(d @ u, -half, half)
+    perp = np.linalg.norm(d - t[..., None] * u, axis=-1)
+    ring = (perp >= 2.5) & (perp <= 4.5)
+    if ring.sum() < 8:
+        return 0.0
+    return float(np.percentile(box[ring] - patch.background_level, 90))
+
+
+def _weakest_seed_peak(app: SeedAppearance, voxel) -> float:
+    """Peak excess (HU, unclipped) of the faintest-looking seed of this scan: lying in-plane, centred
+    on a voxel or on a slice boundary, from the calibrated image model."""
+    from brachymc.seedfinder.appearance import seeds_image
+
+    dx, dy, dz = voxel
+    g = np.arange(-3, 4)
+    Z, Y, X = np.meshgrid(g * dz, g * dy, g * dx, indexing="ij")
+    pts = np.column_stack([X.ravel(), Y.ravel(), Z.ravel()])
+    u = np.array([[1.0, 0.0, 0.0]])
+    amp = app.amplitude_of(u)
+    peaks = [float(seeds_image(pts, [np.array([0.0, 0.0, off])], u, amp, app.length_mm, app.sigma, 0.0, None,
+                               app.z_offsets()).max()) for off in (0.0, 0.5 * dz)]
+    return min(peaks)
+
+
 def _score(fit: SeedFit, k: int, ratio: float, app: SeedAppearance, noise: float, amp1: float) -> float:
     """Penalised misfit of k seeds: residual (effective samples ~ n / 4, the PSF correlates
     neighbouring voxels), 6 parameters per seed (BIC), each seed's line density against one
@@ -382,6 +428,8 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
 
     rng = np.random.default_rng(settings.random_seed)
     notes: list[str] = []
+    weakest = _weakest_seed_peak(app, voxel)
+    coreless_ok = weakest < 1.25 * settings.core_excess_hu
     if len(single) < 3:
         notes.append(f"only {len(single)} isolated seed(s) to calibrate the image model: defaults from the voxel size used")
     for w in work:
@@ -396,10 +444,15 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
             w.reason = (f"holds {w.ratio:.0f} seeds' worth of metal, {extent[0]:.0f} mm long and {extent[1]:.0f} mm wide: "
                         "too large for a cluster of seeds (screw, rod or clip)")
             continue
+        if w.n_core == 0 and not coreless_ok:
+            w.kind = "faint"
+            w.reason = (f"below the metal level, which every seed of this scan exceeds (the faintest reach "
+                        f"~{weakest:.0f} HU above background): bone or a streak")
+            continue
         if w.n_core == 0 and w.ratio > 2.5:
             w.kind, w.reason = "faint", "dense but below the metal level and larger than a seed (bone)"
             continue
-        kmax = settings.max_seeds_per_cluster if w.n_core > 0 else 2
+        kmax = settings.max_seeds_per_cluster if w.n_core > 0 else 1
         k0 = int(np.clip(round(w.ratio), 1, kmax))
         if k0 == 1 and _one_seed_like(w, app) and w.ratio < 1.4:
             ks = [1]
@@ -427,7 +480,8 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
             w.reason = (f"{w.ratio:.1f} seeds' worth of metal that no set of seeds fits (R2 {w.fit.r2:.2f}): "
                         "not seeds (screw, rod or clip)")
             continue
-        if w.n_core == 0 and (_amp_ratios(w.fit, app).max() < 0.4 or w.fit.local_r2.max() < 0.5):
+        if w.n_core == 0 and (_amp_ratios(w.fit, app).max() < 0.5 or w.fit.local_r2.max() < 0.6
+                              or _ring_excess(hu, voxel, origin, w.fit, app, w.patch) > 0.3 * _peak_excess(w.patch)):
             w.kind = "faint"
             w.reason = (f"below the metal level and not seed-like (line density {100 * _amp_ratios(w.fit, app).max():.0f} % "
                         f"of a seed's, R2 {w.fit.local_r2.max():.2f}): bone or a streak")

@@ -186,7 +186,7 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
                         + ([_inv(shape0, shape_lo, shape_hi)] if free_shape else []))
     r0 = data_resid(x0)
     r_scale = float(np.sqrt(r0 @ r0 / len(r0)))
-    sol = least_squares(resid, x0, jac="2-point" if free_shape else jac, method="lm", x_scale='jac',
+    sol = least_squares(resid, x0, jac="2-point" if free_shape else jac, method="lm", x_scale=1.0 if free_shape else "jac",
                         max_nfev=max_nfev, diff_step=1e-4, ftol=1e-6, xtol=1e-6)
     c, u, amp, length, sig = unpack(sol.x)[:5]
     r = data_resid(sol.x)

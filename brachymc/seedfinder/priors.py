@@ -26,11 +26,9 @@ def flag_outside_body(seeds: list[dict], body_small: np.ndarray, voxel, origin, 
     for s in seeds:
         ix, iy, iz = _voxel_index(s["position_mm"], voxel, origin)
         iz = int(np.clip(iz, 0, body_small.shape[0] - 1))
-        jy = int(np.clip(iy // step, 0, body_small.shape[1] - 1))
-        jx = int(np.clip(ix // step, 0, body_small.shape[2] - 1))
-        y0, y1 = max(jy - 1, 0), jy + 2
-        x0, x1 = max(jx - 1, 0), jx + 2
-        if not body_small[iz, y0:y1, x0:x1].any():
+        jy = int(np.clip(int(round(iy / step)), 0, body_small.shape[1] - 1))
+        jx = int(np.clip(int(round(ix / step)), 0, body_small.shape[2] - 1))
+        if not body_small[iz, jy, jx]:
             s["doubtful"].append("outside the body (on the skin, the table or in air)")
             s["confidence"] = min(s["confidence"], 0.2)
 

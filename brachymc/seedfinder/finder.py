@@ -59,7 +59,7 @@ class FinderSettings:
 
     core_excess_hu: float = 1800.0
     candidate_excess_hu: float = 1000.0
-    grow_mm: float = 2.5
+    grow_mm: float = 1.5
     max_seeds_per_cluster: int = 8
     faint_fraction: float = 0.3
     doubtful_below: float = 0.5
@@ -474,6 +474,9 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
             w.fits[nxt] = _fit_k(w, nxt, app, rng, vv)
             w.score[nxt] = _score(w.fits[nxt], nxt, w.ratio, app, levels.noise_hu, amp1)
         w.k = min(w.score, key=w.score.get)
+        if not np.isfinite(w.score[w.k]):
+            # no split into whole seeds: the fewest seeds that were fitted, weak ones dropped below
+            w.k = min(w.fits)
         w.fit = w.fits[w.k]
         if w.ratio > 3.0 and w.fit.r2 < 0.5:
             w.kind = "other"
@@ -486,7 +489,7 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
             w.reason = (f"below the metal level and not seed-like (line density {100 * _amp_ratios(w.fit, app).max():.0f} % "
                         f"of a seed's, R2 {w.fit.local_r2.max():.2f}): bone or a streak")
             continue
-        strong = _amp_ratios(w.fit, app) >= settings.faint_fraction
+        strong = _amp_ratios(w.fit, app) >= (settings.faint_fraction if w.fit.k == 1 else MIN_SPLIT_RATIO)
         if not strong.any():
             w.kind = "faint"
             w.reason = (f"fits a seed of {100 * float(_amp_ratios(w.fit, app).max()):.0f} % of a seed's line density "

@@ -128,7 +128,8 @@ def find_components(hu: np.ndarray, voxel_mm, levels: ScanLevels, core_excess_hu
         cm = core[sl] & m
         if cm.any():
             # keep the candidates within grow_mm of a core voxel
-            dist = ndimage.distance_transform_edt(~cm, sampling=(dz, dy, dx))
+            # adjacent slices count as within reach however thick the slices are
+            dist = ndimage.distance_transform_edt(~cm, sampling=(min(dz, grow_mm), dy, dx))
             region = m & (dist <= grow_mm)
             sub, ns = ndimage.label(region, structure=STRUCT26)
             for j in range(1, ns + 1):

@@ -132,7 +132,8 @@ def _model_terms(points, centers, axes, amplitudes, length, sigma, z_offsets):
     tau = np.einsum("kmnj,kj->kmn", d, v)
     perp = d - tau[..., None] * v[:, None, None, :]
     rho2 = np.maximum(np.einsum("kmnj,kmnj->kmn", perp, perp), 0.0)
-    half = (0.5 * a * length)[:, None, None]
+    lengths = np.broadcast_to(np.asarray(length, float), a.shape)
+    half = (0.5 * a * lengths)[:, None, None]
     amp = np.atleast_1d(np.asarray(amplitudes, float))
     g = np.exp(-0.5 * rho2) * (amp / (4.0 * np.pi * s[0] * s[1] * s[2] * a))[:, None, None]
     tp, tm = tau + half, tau - half
@@ -142,8 +143,9 @@ def _model_terms(points, centers, axes, amplitudes, length, sigma, z_offsets):
 
 def seeds_image_grad(points, centers, axes, amplitudes, length, sigma, background, clip, z_offsets=(0.0,)):
     """Model (n,) of :func:`seeds_image` and per-seed derivatives averaged over the slice profile:
-    f_k (k, n), df/dcenter (k, n, 3) and df/dw (k, n, 3) for the whitened axis w = axis / sigma;
-    derivatives are zeroed where the model is clipped."""
+    f_k (k, n), df/dcenter (k, n, 3), df/dw (k, n, 3) for the whitened axis w = axis / sigma and
+    df/dlength (k, n); ``length`` may be one per seed; derivatives are zeroed where the model is
+    clipped."""
     s = np.asarray(sigma, float)
     g, D, tau, perp, tp, tm, v, a = _model_terms(points, centers, axes, amplitudes, length, sigma, z_offsets)
     m = g.shape[1]
@@ -156,8 +158,10 @@ def seeds_image_grad(points, centers, axes, amplitudes, length, sigma, backgroun
     df_dd = -f[..., None] * perp + gdt[..., None] * vv
     df_dc = (-df_dd / s).mean(axis=1)                                 # (k, n, 3)
     ai = a[:, None, None, None]
+    lengths = np.broadcast_to(np.asarray(length, float), a.shape)[:, None, None]
     df_dw = ((f * tau)[..., None] * perp / ai - f[..., None] * vv / ai + gdt[..., None] * perp / ai
-             + (gdh * 0.5 * length)[..., None] * vv).mean(axis=1)
+             + (gdh * 0.5 * lengths)[..., None] * vv).mean(axis=1)
+    df_dl = (gdh * 0.5 * a[:, None, None]).mean(axis=1)                # (k, n)
     fk = f.mean(axis=1)
     total = np.array(np.broadcast_to(np.asarray(background, float), (points.shape[0],)), float) + fk.sum(axis=0)
     if clip is not None:
@@ -166,7 +170,8 @@ def seeds_image_grad(points, centers, axes, amplitudes, length, sigma, backgroun
         fk = np.where(hit[None, :], 0.0, fk)
         df_dc = np.where(hit[None, :, None], 0.0, df_dc)
         df_dw = np.where(hit[None, :, None], 0.0, df_dw)
-    return total, fk, df_dc, df_dw
+        df_dl = np.where(hit[None, :], 0.0, df_dl)
+    return total, fk, df_dc, df_dw, df_dl
 
 
 def seeds_image(points: np.ndarray, centers, axes, amplitudes, length: float, sigma, background,

@@ -291,6 +291,31 @@ def _amp_ratios(fit: SeedFit, app: SeedAppearance) -> np.ndarray:
     return fit.amplitudes / app.amplitude_of(fit.axes)
 
 
+#: metal thicker than this (half-width, mm, in-plane) is not a seed: seeds are 0.8 mm across
+THICK_METAL_MM = 2.0
+
+
+def _thickness_mm(hu, w, voxel, level: float) -> float:
+    """Largest in-plane distance (mm) from a metal-level voxel of the component to the component's edge
+    at that level: about half the width of the thickest metal part (a screw: > 3 mm; seeds: < 1.5 mm)."""
+    from scipy import ndimage
+
+    idx = w.comp_index
+    lo = idx.min(0) - 1
+    box = np.zeros(tuple(idx.max(0) - lo + 2), bool)
+    vals = hu[idx[:, 0], idx[:, 1], idx[:, 2]]
+    sel = vals > level
+    if not sel.any():
+        return 0.0
+    j = idx[sel] - lo
+    box[j[:, 0], j[:, 1], j[:, 2]] = True
+    best = 0.0
+    for k in range(box.shape[0]):
+        if box[k].any():
+            best = max(best, float(ndimage.distance_transform_edt(box[k], sampling=(voxel[1], voxel[0])).max()))
+    return best
+
+
 def _peak_excess(patch: Patch) -> float:
     return float(patch.excess.max())
 
@@ -439,10 +464,13 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
         if w.ratio < settings.faint_fraction:
             w.kind, w.reason = "faint", f"{100 * w.ratio:.0f} % of a seed's intensity"
             continue
-        if w.ratio > settings.max_seeds_per_cluster + 0.5 and w.n_core > 0:
+        thick = _thickness_mm(hu, w, voxel, levels.reference_hu + settings.core_excess_hu)
+        big = settings.max_seeds_per_cluster
+        if w.n_core > 0 and (w.ratio > 3 * big or (w.ratio > big + 0.5 and thick > THICK_METAL_MM)):
             w.kind = "other"
-            w.reason = (f"holds {w.ratio:.0f} seeds' worth of metal, {extent[0]:.0f} mm long and {extent[1]:.0f} mm wide: "
-                        "too large for a cluster of seeds (screw, rod or clip)")
+            w.reason = (f"holds {w.ratio:.0f} seeds' worth of metal, {extent[0]:.0f} mm long and {extent[1]:.0f} mm wide"
+                        + (f", solid metal {2 * thick:.0f} mm across" if thick > THICK_METAL_MM else "")
+                        + ": too large for a cluster of seeds (screw, rod or clip)")
             continue
         if w.n_core == 0 and not coreless_ok:
             w.kind = "faint"
@@ -452,7 +480,8 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
         if w.n_core == 0 and w.ratio > 2.5:
             w.kind, w.reason = "faint", "dense but below the metal level and larger than a seed (bone)"
             continue
-        kmax = settings.max_seeds_per_cluster if w.n_core > 0 else 1
+        # a thin conglomerate of more seeds than max_seeds_per_cluster (a dense implant) is split too
+        kmax = (max(big, int(round(w.ratio)) + 2) if w.n_core > 0 else 1)
         k0 = int(np.clip(round(w.ratio), 1, kmax))
         if k0 == 1 and _one_seed_like(w, app) and w.ratio < 1.4:
             ks = [1]
@@ -463,7 +492,7 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
             w.fits[k] = f
             w.score[k] = _score(f, k, w.ratio, app, levels.noise_hu, amp1)
         # the count ratio depends on the seeds' tilts in thick slices: follow the score past the range
-        while True:
+        while len(ks) > 1:
             best = min(w.score, key=w.score.get)
             if not np.isfinite(w.score[best]):
                 break
@@ -527,6 +556,11 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
     faint = [MetalObject(tuple(map(float, w.centroid)), tuple(4.0 * float(np.sqrt(max(e, 0))) for e in np.linalg.eigvalsh(w.cov)[::-1]),
                          float(w.ratio), len(w.comp_index), w.reason) for w in work if w.kind == "faint"]
 
+    # seeds are solid: touching seeds fitted a little too close are moved apart
+    n_pairs, moved = priors.separate_overlaps(seeds, app.capsule_length_mm, app.capsule_diameter_mm)
+    if n_pairs:
+        notes.append(f"{n_pairs} pair(s) of touching seeds moved apart by up to {moved:.2f} mm so that their capsules "
+                     "do not overlap")
     # priors and flags
     body = body_mask(hu, levels.reference_hu)
     priors.flag_outside_body(seeds, body, voxel, origin, step=4)

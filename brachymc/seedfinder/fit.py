@@ -121,6 +121,7 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
     shape_hi = np.array([1.3 * app.capsule_length_mm, 3.0, 4.0])
     shape0 = np.clip(np.array([app.length_mm, app.sigma_xy_mm, app.sigma_z_mm]), shape_lo * 1.05, shape_hi * 0.95)
     zoff = app.z_offsets()
+    len_range = (0.8 * app.length_mm, min(1.25 * app.length_mm, app.capsule_length_mm))
 
     def _inv(v, lo, hi):
         return np.arctanh(np.clip(2.0 * (v - lo) / (hi - lo) - 1.0, -0.999, 0.999))
@@ -135,9 +136,14 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
         amp = np.exp(la) * scale_a
         if free_shape:
             length, sxy, sz = _bounded(x[6 * k:6 * k + 3], shape_lo, shape_hi)[0]
+            lld = None
         else:
-            length, sxy, sz = app.length_mm, app.sigma_xy_mm, app.sigma_z_mm
-        return c, u, amp, length, np.array([sxy, sxy, sz]), dcd.reshape(k, 3), lad, ab
+            # each seed's apparent length may differ a little from the scan's (in thick slices the
+            # partial-volume non-linearity shortens seeds lying in the slice): otherwise a fit
+            # tilts such a seed out of the plane to shorten it
+            length, lld = _bounded(x[6 * k:7 * k], *len_range)
+            sxy, sz = app.sigma_xy_mm, app.sigma_z_mm
+        return c, u, amp, length, np.array([sxy, sxy, sz]), dcd.reshape(k, 3), lad, ab, lld
 
     # weak prior on the centres (their start: moments or k-means), as rows of residuals scaled by
     # the starting misfit: where the image cannot tell (a seed lying inside a thick slice), the
@@ -155,10 +161,14 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
     # that two touching seeds share the intensity instead of one taking it all
     use_amp_prior = app.amplitude is not None and not free_shape
 
+    amp_expected = app.amplitude_of(axes0) if use_amp_prior else None
+
     def amp_prior(u, amp):
+        # the expected density at the starting tilt: a prior that moved with the axis would pull
+        # the axis towards the tilt whose density matches
         if not use_amp_prior:
             return np.zeros(0)
-        return r_scale * np.log(amp / app.amplitude_of(u)) / AMP_PRIOR_SD
+        return r_scale * np.log(amp / amp_expected) / AMP_PRIOR_SD
 
     def resid(x):
         c, u, amp = unpack(x)[:3]
@@ -166,9 +176,10 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
         return np.concatenate([data_resid(x), prior, amp_prior(u, amp)])
 
     def jac(x):
-        c, u, amp, length, sig, dcd, lad, ab = unpack(x)
-        _, fk, dc, dw = seeds_image_grad(pts, c, u, amp, length, sig, patch.background, patch.clip, zoff)
-        J = np.zeros((len(pts) + 3 * k + (k if use_amp_prior else 0), 6 * k))
+        c, u, amp, length, sig, dcd, lad, ab, lld = unpack(x)
+        _, fk, dc, dw, dl = seeds_image_grad(pts, c, u, amp, length, sig, patch.background, patch.clip, zoff)
+        J = np.zeros((len(pts) + 3 * k + (k if use_amp_prior else 0), 7 * k))
+        J[:len(pts), 6 * k:7 * k] = (dl * lld[:, None]).T
         for i in range(k):
             n_raw = A0[i] + ab[i, 0] * E1[i] + ab[i, 1] * E2[i]
             nn = float(np.linalg.norm(n_raw))
@@ -183,7 +194,8 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
         return J
 
     x0 = np.concatenate([np.zeros(5 * k), _inv(la0, *LOG_AMP_RANGE)]
-                        + ([_inv(shape0, shape_lo, shape_hi)] if free_shape else []))
+                        + ([_inv(shape0, shape_lo, shape_hi)] if free_shape
+                           else [_inv(np.full(k, app.length_mm), *len_range)]))
     r0 = data_resid(x0)
     r_scale = float(np.sqrt(r0 @ r0 / len(r0)))
     sol = least_squares(resid, x0, jac="2-point" if free_shape else jac, method="lm", x_scale=1.0 if free_shape else "jac",
@@ -342,8 +354,11 @@ def calibrate(patches: list[Patch], app: SeedAppearance, voxel_volume: float) ->
         used.append((p, fit))
     if len(lengths) < 2:
         return app
+    # sigma_z from the seeds lying nearly in-plane: for tilted seeds the tilt and the axial blur
+    # both spread the intensity along z and a free fit trades one for the other
+    flat = [sz[i] for i, (p, f) in enumerate(used) if abs(float(f.axes[0][2])) < 0.35]
     shaped = replace(app, length_mm=float(np.median(lengths)), sigma_xy_mm=float(np.median(sxy)),
-                     sigma_z_mm=float(np.median(sz)))
+                     sigma_z_mm=float(np.median(flat if len(flat) >= 3 else sz)))
     # line densities with the common shape (free shapes trade density against width where the
     # scan saturates)
     for p, f in used:

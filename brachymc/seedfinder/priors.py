@@ -124,3 +124,53 @@ def needle_tracks(seeds: list[dict], max_gap_mm: float = 12.0, max_angle_deg: fl
                 seeds[a]["track"] = len(tracks)
             tracks.append(tuple(sorted(comp)))
     return tuple(tracks)
+
+
+def _closest_points(p1, d1, p2, d2, h):
+    """Closest points of the segments p_i + t d_i, |t| <= h (unit d_i): (q1, q2)."""
+    r = p1 - p2
+    b = float(d1 @ d2)
+    c, f = float(d1 @ r), float(d2 @ r)
+    den = 1.0 - b * b
+    s = np.clip((b * f - c) / den, -h, h) if den > 1e-12 else 0.0
+    t = np.clip(b * s + f, -h, h)
+    s = np.clip(b * t - c, -h, h)
+    return p1 + s * d1, p2 + t * d2
+
+
+def separate_overlaps(seeds: list[dict], capsule_length_mm: float, capsule_diameter_mm: float,
+                      gap_mm: float = 0.02, iterations: int = 30) -> tuple[int, float]:
+    """Seeds are solid: move capsules that intersect apart along their line of closest approach
+    (each by half the overlap, ``gap_mm`` clearance) until none do. Returns the number of pairs
+    that overlapped and the largest move (mm)."""
+    r = 0.5 * capsule_diameter_mm
+    h = 0.5 * capsule_length_mm - r
+    pos = np.array([s["position_mm"] for s in seeds], float)
+    dirs = np.array([s["direction"] for s in seeds], float)
+    start = pos.copy()
+    pairs = set()
+    for _ in range(iterations):
+        moved = False
+        for i in range(len(pos)):
+            near = np.flatnonzero(np.linalg.norm(pos - pos[i], axis=1) < 2 * (h + r) + gap_mm)
+            for j in near[near > i]:
+                q1, q2 = _closest_points(pos[i], dirs[i], pos[j], dirs[j], h)
+                v = q1 - q2
+                d = float(np.linalg.norm(v))
+                need = 2 * r + gap_mm
+                if d >= need:
+                    continue
+                if d < 1e-9:
+                    v = np.cross(dirs[i], [0.0, 0.0, 1.0]) if abs(dirs[i][2]) < 0.9 else np.cross(dirs[i], [1.0, 0, 0])
+                    d = 0.0
+                v = v / max(np.linalg.norm(v), 1e-12)
+                push = 0.5 * (need - d) + 1e-4
+                pos[i] += push * v
+                pos[j] -= push * v
+                pairs.add((i, int(j)))
+                moved = True
+        if not moved:
+            break
+    for s, p in zip(seeds, pos):
+        s["position_mm"] = tuple(float(v) for v in p)
+    return len(pairs), float(np.max(np.linalg.norm(pos - start, axis=1))) if len(pos) else 0.0

@@ -15,6 +15,14 @@ Problems (``--problem``), each with every seed modelled as an analytic solid in 
     estimate is at least 25 % of the running maximum over the scored voxels; it is re-evaluated
     after every batch (early on the noisy maximum is high, so the region grows as it settles). ``--ci``: (6 cm)^3 with 2 mm
     voxels and 2 x 2 x 1 seeds.
+``vertebra``
+    20 OncoSeed 6711 seeds (axes along z) in a vertebral body at the centre of a (16 cm)^3 water
+    phantom of (1 mm)^3 voxels (4,096,000 voxels): a spongiosa cylinder 4 cm across and 3 cm high
+    inside a 2 mm cortical-bone shell (4.4 cm across, 3.4 cm high), and a soft-tissue (spinal cord)
+    cylinder of 1 cm diameter along z, 3.2 cm posterior (-y) of the body's axis. Seeds: two hexagons
+    of 7 (the centre and 6 at 1.2 cm radius) at z = -0.8 and +0.8 cm, and 6 on a 0.75 cm ring at
+    z = 0 (turned by 30 deg). Target region: the scored voxels whose running dose is at least 25 %
+    of the running maximum (as grid100). ``--ci``: (8 cm)^3 with 2 mm voxels, the same seeds.
 ``spine``
     The built-in synthetic spine case (``brachymc.examples.demo``, mode ``full``: the CT's 1 x 1 x 2
     mm grid cropped to the implant + 40 mm, all ~40 seeds modelled, dose to medium and dose to
@@ -67,7 +75,7 @@ from typing import Callable
 
 import numpy as np
 
-PROBLEMS = ("seed-water", "grid100", "spine")
+PROBLEMS = ("seed-water", "grid100", "vertebra", "spine")
 TARGET_REL_UNC = 0.02
 MIN_BATCHES = 10
 GRID100_DOSE_FRACTION = 0.25
@@ -188,6 +196,48 @@ def build_grid100(backend, ci: bool, bank: int, workdir: Path | None = None, eng
         phantom, pl, backend, bank, dynamic=True, engine=engine)
 
 
+def vertebra_placements():
+    """The vertebra problem's 20 seeds: hexagons of 7 at z = -+0.8 cm, a ring of 6 at z = 0 (cm)."""
+    from brachymc.geometry.seeded_phantom import SeedPlacement
+
+    pts = []
+    for z in (-0.8, 0.8):
+        pts.append((0.0, 0.0, z))
+        pts += [(1.2 * np.cos(a), 1.2 * np.sin(a), z) for a in np.radians(np.arange(0, 360, 60))]
+    pts += [(0.75 * np.cos(a), 0.75 * np.sin(a), 0.0) for a in np.radians(np.arange(30, 390, 60))]
+    return [SeedPlacement(tuple(float(c) for c in q), (0.0, 0.0, 1.0)) for q in pts]
+
+
+def vertebra_phantom(size_cm: float, voxel_cm: float):
+    """Water with a vertebral body (spongiosa in a 2 mm cortical shell) and a soft-tissue cord."""
+    from brachymc import default_library
+    from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
+
+    lib = default_library()
+    g = GridGeometry.centered((size_cm,) * 3, (voxel_cm,) * 3)
+    mats = (lib["water"], lib["cortical_bone"], lib["spongiosa"], lib["spinal_cord"])
+    z, y, x = np.meshgrid(g.centers(2), g.centers(1), g.centers(0), indexing="ij")
+    r = np.hypot(x, y)
+    idx = np.zeros(g.shape, np.uint8)
+    idx[(r <= 2.2) & (np.abs(z) <= 1.7)] = 1
+    idx[(r <= 2.0) & (np.abs(z) <= 1.5)] = 2
+    idx[np.hypot(x, y + 3.2) <= 0.5] = 3
+    rho = np.array([m.density for m in mats])[idx]
+    return VoxelPhantom(g, mats, idx, rho)
+
+
+def build_vertebra(backend, ci: bool, bank: int, workdir: Path | None = None, engine="auto") -> Problem:
+    size, vox = (8.0, 0.2) if ci else (16.0, 0.1)
+    phantom = vertebra_phantom(size, vox)
+    pl = vertebra_placements()
+    g = phantom.geometry
+    return _seed_problem(
+        "vertebra", f"{len(pl)} OncoSeed 6711 in a vertebral body (spongiosa, 2 mm cortical shell, cord) at the "
+                    f"centre of a ({size:g} cm)^3 water phantom, ({10 * vox:g} mm)^3 voxels, {g.n_voxels:,} voxels",
+        f"voxels >= {100 * GRID100_DOSE_FRACTION:g} % of the running maximum dose, outside the seeds",
+        phantom, pl, backend, bank, dynamic=True, engine=engine)
+
+
 def _dose_fraction_region(world, fraction: float) -> Callable:
     """Flat indices of the scored voxels whose running mean dose is >= fraction x its maximum."""
     scored = None
@@ -261,7 +311,8 @@ def build_spine(backend, ci: bool, bank: int, workdir: Path | None = None, engin
                    notes=list(inputs.notes))
 
 
-BUILDERS = {"seed-water": build_seed_water, "grid100": build_grid100, "spine": build_spine}
+BUILDERS = {"seed-water": build_seed_water, "grid100": build_grid100, "vertebra": build_vertebra,
+            "spine": build_spine}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,8 +23,22 @@ def config_dir() -> Path:
         return Path(__file__).resolve().parents[1] / "configs"
 
 
+def reference_dir() -> Path:
+    """Published reference data (TG-43U1 tables, NIST coefficients, tissue compositions, ...).
+
+    ``BRACHYMC_REFERENCE_DIR`` overrides it; otherwise the copy shipped as package data in
+    ``configs/reference`` (``brachymc.configs.reference``), whose README names every source.
+    """
+    env = os.environ.get("BRACHYMC_REFERENCE_DIR")
+    if env:
+        return Path(env)
+    return config_dir() / "reference"
+
+
 def cache_dir() -> Path:
-    """Folder for cached physics tables (``BRACHYMC_CACHE_DIR``, else ``~/.cache/brachymc``)."""
+    """Folder for cached physics tables, S_K per history and compiled kernels
+    (``BRACHYMC_CACHE_DIR``, else ``$XDG_CACHE_HOME/brachymc``, else ``~/.cache/brachymc``);
+    ``brachymc cache info | clear`` shows and empties it."""
     env = os.environ.get("BRACHYMC_CACHE_DIR")
     base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "brachymc"
     return base

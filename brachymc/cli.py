@@ -1,4 +1,4 @@
-"""Command-line interface: ``brachymc run | demo | simulate | validate | seeds | physics | materials``."""
+"""Command-line interface: ``brachymc run | demo | simulate | validate | seeds | physics | materials | cache``."""
 
 from __future__ import annotations
 
@@ -15,11 +15,20 @@ from brachymc._paths import config_dir
 from brachymc.errors import BrachyMCError
 
 
+def _add_engine(p: argparse.ArgumentParser, where: str | None = None) -> None:
+    of = f"override {where} " if where else ""
+    p.add_argument("--engine", choices=("auto", "kernel", "array"),
+                   help=f"{of}transport engine: kernel (one C++/CUDA source, CPU or GPU), array (NumPy/CuPy "
+                        "reference) or auto (the kernel where it builds)")
+    p.add_argument("--threads", type=int, help=f"{of}CPU threads of the kernel engine (0: one per core)")
+
+
 def _add_run_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--histories", type=int, help="override [run] histories")
     p.add_argument("--batches", type=int, help="override [run] batches")
     p.add_argument("--seed", type=int, help="override [run] seed")
     p.add_argument("--backend", choices=("numpy", "cupy", "auto"), help="override [run] backend")
+    _add_engine(p, "[run]")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-cache", action="store_true", help="rebuild physics tables instead of using the cache")
 
@@ -30,6 +39,7 @@ def _add_patient_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=float, help="override [simulation] time_budget_s (s of transport)")
     p.add_argument("--seed", type=int, help="override [simulation] seed")
     p.add_argument("--backend", choices=("numpy", "cupy", "auto"), help="override [simulation] backend")
+    _add_engine(p, "[simulation]")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/checkpoint.h5")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=int, help="run batches on a local Dask cluster of N worker processes "
@@ -40,7 +50,14 @@ def _add_patient_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", help="client key for a TLS scheduler")
 
 
+def _check_workers(args) -> None:
+    w = getattr(args, "workers", None)
+    if w is not None and w < 1:
+        raise BrachyMCError(f"--workers: must be a whole number >= 1 (worker processes), got {w}")
+
+
 def _dask_client(args):
+    _check_workers(args)
     if not args.workers and not args.scheduler:
         return None
     from brachymc.pipeline.distributed import make_client
@@ -55,7 +72,7 @@ def _run_config(path: Path, out: Path, args, on_batch=None, prepare=None) -> tup
     from brachymc.mc.simulation import run_simulation
 
     cfg = load_config(path, {"histories": args.histories, "batches": args.batches, "seed": args.seed,
-                             "backend": args.backend})
+                             "backend": args.backend, "engine": args.engine, "threads": args.threads})
     out.mkdir(parents=True, exist_ok=True)
     r = cfg.run
     print(f"brachymc {__version__}: {cfg.title}", file=sys.stderr)
@@ -68,7 +85,8 @@ def _run_config(path: Path, out: Path, args, on_batch=None, prepare=None) -> tup
     result = run_simulation(cfg.phantom, cfg.source, r, progress=not args.no_progress, cache=not args.no_cache,
                             on_batch=on_batch)
     dose_path = write_dose_h5(out / "dose.h5", result, cfg.phantom, cfg.text)
-    print(f"  {result.histories:,} histories in {result.wall_time_s:.1f} s on {result.backend}: "
+    eng = result.engine.get("engine", "?") + (f" ({result.engine['build']})" if "build" in result.engine else "")
+    print(f"  {result.histories:,} histories in {result.wall_time_s:.1f} s on {result.backend}, {eng} engine: "
           f"{result.histories_per_second:,.0f} histories/s, {result.steps_per_second:,.0f} voxel steps/s",
           file=sys.stderr)
     print(f"  wrote {dose_path}", file=sys.stderr)
@@ -82,21 +100,39 @@ def cmd_simulate(args) -> int:
 
 def _print_patient_result(res) -> None:
     s = res.summary
+    st = s.get("statistics", {})
     unc = s.get("target_mean_rel_uncertainty")
     print(f"\n{s['n_seeds']} seeds ({s['seed_model']}), {s['histories']:,} histories in {s['batches']} batches, "
           f"{s['transport_time_s']:.1f} s transport on {s['backend']} ({s['histories_per_second']:,.0f} histories/s); "
           f"stopped by {s['stopped_by']}" + (f"; mean uncertainty in the target {100 * unc:.2f} %" if unc else ""))
-    print(f"dose: {s['dose_unit']}" + (f"; prescription {s['prescription_gy']:g} Gy" if s["prescription_gy"] else ""))
+    if st.get("resumed"):
+        print(f"resumed from a checkpoint of {st['checkpoint_batches']} batches"
+              + ("; the run had already stopped, nothing more was transported" if st.get("checkpoint_had_stopped")
+                 else f"; continued with batch {st['continued_from_batch']}"))
+    doses = s.get("doses", {})
+    print(f"dose: {s['dose_unit']}" + (f"; prescription {s['prescription_gy']:g} Gy" if s["prescription_gy"] else "")
+          + (f"; MC = {doses['mc']['quantity']}, TG-43 = {doses['tg43']['quantity']}" if "mc" in doses else ""))
     if res.metrics:
-        print(f"\n{'ROI':<14} {'calc':>5} {'vol cc':>7} {'D90':>8} {'D100':>8} {'Dmean':>8} {'Dmax':>8} {'D0.1cc':>8} "
+        print(f"\n{'ROI':<14} {'dose':>11} {'vol cc':>7} {'D90':>8} {'D100':>8} {'Dmean':>8} {'Dmax*':>8} {'D0.1cc':>8} "
               f"{'D2cc':>8} {'V100 %':>7} {'V150 %':>7} {'V200 %':>7}")
         fmt = lambda v, w=8, p=1: f"{v:{w}.{p}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"  # noqa: E731
         for name, m in res.metrics.items():
-            for k in ("mc", "tg43"):
-                x = m[k]
-                print(f"{name:<14} {k:>5} {fmt(x['volume_cc'], 7, 2)} {fmt(x['D90_Gy'])} {fmt(x['D100_Gy'])} "
-                      f"{fmt(x['Dmean_Gy'])} {fmt(x['Dmax_Gy'])} {fmt(x.get('D0.1cc_Gy'))} {fmt(x.get('D2cc_Gy'))} "
+            for k, label in (("mc", "MC"), ("tg43", "TG-43"), ("tg43_whole", "TG-43 whole")):
+                x = m.get(k)
+                if not x:
+                    continue
+                print(f"{name:<14} {label:>11} {fmt(x['volume_cc'], 7, 2)} {fmt(x['D90_Gy'])} {fmt(x['D100_Gy'])} "
+                      f"{fmt(x['Dmean_Gy'])} {fmt(x.get('Dmax_Gy'))} {fmt(x.get('D0.1cc_Gy'))} {fmt(x.get('D2cc_Gy'))} "
                       f"{fmt(x.get('V100_percent'), 7)} {fmt(x.get('V150_percent'), 7)} {fmt(x.get('V200_percent'), 7)}")
+        sig = [f"{n} D90 {m['mc_unc']['D90_Gy']:.2g} Gy" for n, m in res.metrics.items()
+               if (m.get("mc_unc") or {}).get("D90_Gy") is not None]
+        if sig:
+            print("MC 1-sigma (batch jackknife): " + ", ".join(sig) + "; Dmax*: hottest voxel wholly inside the ROI; "
+                  "TG-43 whole: the whole ROI where the grid covers part of it")
+    why = {"empty": "empty", "outside_ct": "outside the CT", "excluded": "not selected"}
+    skipped = [f"{r['name']} ({why[r['status']]})" for r in s.get("rois", []) if r["status"] in why]
+    if skipped:
+        print("ROIs without a DVH: " + ", ".join(skipped))
     if res.tissue_ratios:
         print("\nMC / TG-43 (dose-weighted) by tissue: " + ", ".join(
             f"{k} {v['mean_ratio']:.3f}" for k, v in res.tissue_ratios.items()))
@@ -106,21 +142,34 @@ def _print_patient_result(res) -> None:
     print("\nwrote: " + ", ".join(sorted(Path(p).name for p in res.outputs.values())))
 
 
+_SIMULATION_OPTIONS = (("histories", "histories"), ("seed", "seed"), ("backend", "backend"), ("engine", "engine"),
+                       ("threads", "threads"), ("time_budget_s", "time_budget"),
+                       ("target_uncertainty", "target_uncertainty"))
+
+
 def _run_overrides(cfg, args):
-    ch = {}
-    for k, a in (("histories", "histories"), ("seed", "seed"), ("backend", "backend"),
-                 ("time_budget_s", "time_budget"), ("target_uncertainty", "target_uncertainty")):
-        v = getattr(args, a, None)
-        if v is not None:
-            ch[k] = v
-    return cfg.with_simulation(**ch) if ch else cfg
+    """The run file's [simulation] with the command-line options, checked as the file's values are."""
+    from brachymc.pipeline.config import with_overrides
+
+    return with_overrides(cfg, **{k: getattr(args, a, None) for k, a in _SIMULATION_OPTIONS})
+
+
+def _check_run_options(args) -> None:
+    """The numeric command-line options alone (before anything is written)."""
+    from brachymc.pipeline.config import PatientRunConfig, CTInput, PlanInput
+
+    dummy = PatientRunConfig(ct=CTInput(), plan=PlanInput(file=Path(".")))
+    _run_overrides(dummy, args)
+    _check_workers(args)
 
 
 def cmd_run(args) -> int:
     from brachymc.pipeline.config import load_run_config
-    from brachymc.pipeline.patient import run_patient
+    from brachymc.pipeline.patient import check_output_folder, run_patient
 
     cfg = _run_overrides(load_run_config(args.config), args)
+    check_output_folder(Path(args.out), args.resume)
+    _check_workers(args)
     client = _dask_client(args)
     try:
         res = run_patient(cfg, Path(args.out), resume=args.resume, progress=not args.no_progress,
@@ -137,9 +186,11 @@ def cmd_run(args) -> int:
 def cmd_demo(args) -> int:
     """Generate the built-in spine case, run the whole pipeline on it and print the DVH table."""
     from brachymc.examples.demo import demo_config, write_demo_case
-    from brachymc.pipeline.patient import run_patient
+    from brachymc.pipeline.patient import check_output_folder, run_patient
 
     out = Path(args.out)
+    check_output_folder(out, args.resume)
+    _check_run_options(args)
     mode = args.mode
     if mode == "auto":
         from brachymc.backend import cupy_available
@@ -195,13 +246,38 @@ def cmd_physics(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    """``brachymc cache info``: the cache folder and what it holds; ``clear``: remove brachymc's entries."""
+    from brachymc._paths import cache_dir
+    from brachymc.cache import KINDS, cache_entries, clear_cache, format_size
+
+    folder = cache_dir()
+    if args.action == "clear":
+        kinds = tuple(args.kind) if args.kind else tuple(KINDS)
+        removed = clear_cache(kinds)
+        freed = sum(e.size_bytes for e in removed)
+        print(f"brachymc cache {folder}: removed {len(removed)} entries ({format_size(freed)}) of "
+              f"{', '.join(kinds)}")
+        return 0
+    entries = cache_entries()
+    print(f"brachymc cache: {folder}" + ("" if folder.is_dir() else " (does not exist yet)"))
+    print("  (BRACHYMC_CACHE_DIR moves it; `brachymc cache clear [--kind K]` empties it; everything is rebuilt "
+          "on demand)")
+    for kind, (desc, _) in KINDS.items():
+        es = [e for e in entries if e.kind == kind]
+        print(f"  {kind:<8} {len(es):4d} entries {format_size(sum(e.size_bytes for e in es)):>10}  {desc}")
+    print(f"  {'total':<8} {len(entries):4d} entries {format_size(sum(e.size_bytes for e in entries)):>10}")
+    return 0
+
+
 def cmd_materials(args) -> int:
     from brachymc.materials import default_library
 
-    lib = default_library(args.materials or [])
+    lib = default_library(args.materials or [], args.egsnrc or [])
     for name in lib:
         m = lib[name]
-        print(f"{name:28s} {m.density:9.5g} g/cm3  {m.category:9s} {m.composition_string()}")
+        also = f"  (also: {', '.join(m.aliases)})" if m.aliases and args.aliases else ""
+        print(f"{name:28s} {m.density:9.5g} g/cm3  {m.category:10s} {m.composition_string()}{also}")
     return 0
 
 
@@ -215,7 +291,8 @@ def cmd_validate_tg43(args) -> int:
     histories = args.histories or (300_000 if args.quick else 20_000_000)
     sk = args.sk_histories or (2_000_000 if args.quick else histories)
     settings = TG43RunSettings(histories=histories, sk_histories=sk, batches=args.batches, seed=args.rng_seed,
-                               backend=args.backend or "auto")
+                               backend=args.backend or "auto", engine=args.engine or "auto",
+                               threads=args.threads or 0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     res = run_tg43(model, settings, progress=not args.no_progress)
@@ -264,7 +341,8 @@ def cmd_validate_primary(args) -> int:
 
     lib = default_library()
     model = load_seed_model(args.seed, lib) if args.seed.endswith(".toml") else load_builtin_seed(args.seed, lib)
-    kw = dict(seed=args.rng_seed, backend=args.backend or "numpy")
+    kw = dict(seed=args.rng_seed, backend=args.backend or "numpy", engine=args.engine or "auto",
+              threads=args.threads or 0)
     if args.histories:
         kw["histories"] = args.histories
     if args.decays:
@@ -397,9 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batches", type=int, default=10)
     t.add_argument("--rng-seed", type=int, default=43)
     t.add_argument("--backend", choices=("numpy", "cupy", "auto"))
+    _add_engine(t)
     t.add_argument("--out", required=True)
     t.add_argument("--quick", action="store_true", help="CI-sized run")
-    t.add_argument("--reference", help="folder with the published reference data (default ../shared/reference)")
+    t.add_argument("--reference", help="folder with the published reference data (default: the copy shipped in configs/reference)")
     t.add_argument("--no-report", action="store_true", help="write the JSON only")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_validate_tg43)
@@ -411,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--radii", help="comma-separated radii in cm (default 1,2)")
     pc.add_argument("--rng-seed", type=int, default=2026)
     pc.add_argument("--backend", choices=("numpy", "cupy", "auto"))
+    _add_engine(pc)
     pc.add_argument("--out", required=True)
     pc.add_argument("--quick", action="store_true", help="CI-sized run (1 cm; 30, 60, 90 deg)")
     pc.set_defaults(func=cmd_validate_primary)
@@ -419,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("tg43", help="a tg43_MODEL.json written by `brachymc validate tg43`")
     rp.add_argument("--primary", help="a primary_MODEL.json (default: the one beside the tg43 JSON, if any)")
     rp.add_argument("--out", help="report path (default: report.pdf beside the tg43 JSON)")
-    rp.add_argument("--reference", help="folder with the published reference data (default ../shared/reference)")
+    rp.add_argument("--reference", help="folder with the published reference data (default: the copy shipped in configs/reference)")
     rp.set_defaults(func=cmd_validate_report)
 
     sd = sub.add_parser("seeds", help="seeds in a post-implant CT")
@@ -439,8 +519,16 @@ def build_parser() -> argparse.ArgumentParser:
     sf.add_argument("--reference-date", help="date/time the strength refers to (ISO; default: now)")
     sf.set_defaults(func=cmd_seeds_find)
 
+    c = sub.add_parser("cache", help="show (info) or empty (clear) the cache of physics tables, S_K and kernels")
+    c.add_argument("action", choices=("info", "clear"))
+    c.add_argument("--kind", action="append", choices=("physics", "sk", "kernels"),
+                   help="clear only this kind (repeatable; default all)")
+    c.set_defaults(func=cmd_cache)
+
     m = sub.add_parser("materials", help="list the material library")
     m.add_argument("--materials", action="append", help="extra material TOML file(s)")
+    m.add_argument("--egsnrc", action="append", help="EGSnrc media file(s) (egs++ material.dat, .egsinp, .density)")
+    m.add_argument("--aliases", action="store_true", help="also list each medium's other names (e.g. egs_brachy's)")
     m.set_defaults(func=cmd_materials)
     return p
 

@@ -6,7 +6,9 @@ D_x is the minimum dose received by the hottest x of the volume (x in % or cc), 
 interpolation on the sorted voxel doses (each voxel's volume is a block of the cumulative volume).
 
 Metrics (prostate/spine LDR practice): D90, D100, V100, V150, V200 (relative to a prescription),
-D2cc, D0.1cc, Dmax, Dmean, volume.
+D2cc, D0.1cc, Dmax, Dmean, volume. D0.1cc and D2cc are the organ-at-risk metrics; Dmax is a
+single-voxel value, taken over the voxels that lie wholly inside the structure (fraction >=
+:data:`WHOLE_VOXEL`), so that a voxel beside a seed that only grazes the structure does not set it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from brachymc.errors import ConfigError
+
+#: a voxel counts as wholly inside a structure at this fraction (rasterisation rounding)
+WHOLE_VOXEL = 0.999
 
 
 @dataclass(frozen=True)
@@ -86,12 +91,16 @@ def cumulative_dvh(name: str, dose, weights, voxel_cc: float, bin_gy: float | No
 
 
 def dvh_metrics(dose, weights, voxel_cc: float, prescription_gy: float | None = None) -> dict:
-    """D90, D100, V100/V150/V200 (% of volume, with a prescription), D2cc, D0.1cc, Dmax, Dmean, volume."""
+    """D90, D100, V100/V150/V200 (% of volume, with a prescription), D2cc, D0.1cc, Dmax, Dmean, volume.
+
+    ``Dmax_Gy`` is the highest dose of a voxel wholly inside the structure (None if no voxel is).
+    """
     d, v = _sorted(dose, weights, voxel_cc)
     total = float(v.sum())
+    whole = v >= WHOLE_VOXEL * voxel_cc
     out = {
         "volume_cc": total,
-        "Dmax_Gy": float(d[0]),
+        "Dmax_Gy": float(d[whole][0]) if whole.any() else None,
         "Dmean_Gy": float(np.sum(d * v) / total),
         "D100_Gy": float(d[-1]),
         "D90_Gy": dose_at_volume(dose, weights, voxel_cc, 0.9 * total),

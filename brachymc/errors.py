@@ -23,3 +23,7 @@ class GeometryError(BrachyMCError):
 
 class BackendError(BrachyMCError):
     """The requested array backend is not available."""
+
+
+class KernelBuildError(BrachyMCError):
+    """The transport kernel cannot be built here (no C++ compiler, or no CUDA through CuPy)."""

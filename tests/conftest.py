@@ -1,4 +1,5 @@
-"""Shared fixtures. Reference data come from ../shared/reference (beside the checkout)."""
+"""Shared fixtures. Reference data: the copy shipped in configs/reference (``brachymc._paths.reference_dir``;
+``BRACHYMC_REFERENCE_DIR`` points elsewhere), so the suite runs on any clone."""
 
 from __future__ import annotations
 
@@ -16,18 +17,11 @@ hypothesis_settings.register_profile("brachymc", derandomize=True, deadline=None
 hypothesis_settings.register_profile("explore", max_examples=2000, deadline=None)
 hypothesis_settings.load_profile("brachymc")
 
+from brachymc._paths import reference_dir as shipped_reference_dir
 from brachymc.backend import cupy_available, get_backend
 from brachymc.materials import default_library
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _reference_dir() -> Path | None:
-    env = os.environ.get("BRACHYMC_REFERENCE_DIR")
-    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "reference", REPO / "shared" / "reference"]:
-        if cand.is_dir():
-            return cand
-    return None
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -44,11 +38,10 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    d = _reference_dir()
-    if d is None:
-        if os.environ.get("CI"):
-            pytest.fail("../shared/reference is missing: CI must run with the reference data beside the checkout")
-        pytest.skip("reference data (../shared/reference) not available")
+    d = shipped_reference_dir()
+    if not (d / "tg43u1_6711_params.csv").is_file():
+        pytest.fail(f"reference data missing in {d} (configs/reference ships them; BRACHYMC_REFERENCE_DIR "
+                    "must name a folder with the same files)")
     return d
 
 

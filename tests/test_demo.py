@@ -35,8 +35,8 @@ def test_demo_case_reads_back(demo_run):
     ss = read_rtstruct(case / "rtstruct.dcm", frame_of_reference_uid=ct.frame_of_reference_uid)
     assert {"GTV", "SpinalCord", "Vertebra", "Body"} <= set(ss.names)
     plan = read_rtplan(case / "rtplan.dcm")
-    assert 36 <= plan.n_seeds <= 44
-    assert plan.sk_U == pytest.approx(0.7 * 1.270)
+    assert 28 <= plan.n_seeds <= 40
+    assert plan.sk_U == pytest.approx(0.6 * 1.270)
     assert plan.notes["frame_of_reference_uid"] == ct.frame_of_reference_uid
 
 
@@ -50,8 +50,8 @@ def test_demo_outputs(demo_run):
     s = json.loads((out / "summary.json").read_text())
     assert s["histories"] == 200_000 and s["batches"] == 10
     gtv = s["metrics"]["GTV"]
-    # permanent implant of ~40 x 0.889 U seeds around a ~15 cc GTV: D90 of the order of the 110 Gy goal
-    assert 30 < gtv["mc"]["D90_Gy"] < 400 and 30 < gtv["tg43"]["D90_Gy"] < 400
+    # permanent implant of 32 x 0.762 U seeds in a ~25 cc GTV, planned (TG-43) to the clinical 110 Gy
+    assert 100 < gtv["tg43"]["D90_Gy"] < 120 and 30 < gtv["mc"]["D90_Gy"] < 400
     # MC and TG-43 agree to tens of percent in soft tissue; bone absorbs more (Dm,m) than water
     r = s["tissue_ratios"]
     assert 0.8 < r["soft tissue"]["mean_ratio"] < 1.2

@@ -203,9 +203,10 @@ def _expect_error(capsys, run: Path, out: Path, *needles: str) -> None:
 
 
 def test_seed_outside_ct(tmp_path, capsys):
+    """A seed whose centre lies outside the CT is refused (a centre inside is padded for: test_inputs)."""
     g = GridGeometry.centered((4, 4, 4), (0.4, 0.4, 0.4))
-    run = _write_case(tmp_path / "c", np.zeros(g.shape), g, [[0, 0, 0], [0, 0, 19.5]], [[0, 0, 1]] * 2)
-    _expect_error(capsys, run, tmp_path / "out", "plan.csv", "outside the CT", "#2")
+    run = _write_case(tmp_path / "c", np.zeros(g.shape), g, [[0, 0, 0], [0, 0, 20.5]], [[0, 0, 1]] * 2)
+    _expect_error(capsys, run, tmp_path / "out", "plan.csv", "outside the CT", "#2 at (0, 0, 20.5) mm")
 
 
 def test_negative_strength(tmp_path, capsys):

@@ -7,7 +7,7 @@ import xraylib
 from brachymc.mc.tables_cache import load_or_build_tables, read_tables, write_tables
 from brachymc.mc.physics import PhysicsSettings, build_tables, energy_grid
 
-# library name -> NIST material name in ../shared/reference/nist_mu_muen.csv (same compositions)
+# library name -> NIST material name in configs/reference/nist_mu_muen.csv (same compositions)
 NIST_NAMES = {
     "water": "Water, Liquid",
     "air": "Air, Dry (near sea level)",

@@ -47,7 +47,7 @@ def test_csv_plan(tmp_path):
     np.testing.assert_allclose(p.sk_U, [0.7 * 1.27, 0.6 * 1.27])
     g = tmp_path / "neg.csv"
     g.write_text("x_mm,y_mm,z_mm,activity_mCi\n0,0,0,0.7\n1,1,1,-0.2\n")
-    with pytest.raises(ConfigError, match=r"neg.csv: row 3: negative activity"):
+    with pytest.raises(ConfigError, match=r"neg.csv: line 3 \(seed 2\), column activity_mCi: apparent activity"):
         read_plan_csv(g)
     h = tmp_path / "bad.csv"
     h.write_text("x_mm,y_mm\n1,2\n")
@@ -55,8 +55,32 @@ def test_csv_plan(tmp_path):
         read_plan_csv(h, sk_U=0.5)
     k = tmp_path / "text.csv"
     k.write_text("x_mm,y_mm,z_mm\n1,two,3\n")
-    with pytest.raises(ConfigError, match="row 2, column y_mm"):
+    with pytest.raises(ConfigError, match=r"line 2 \(seed 1\), column y_mm"):
         read_plan_csv(k, sk_U=0.5)
+
+
+def test_csv_plan_direction_columns_and_line_numbers(tmp_path):
+    """ux,uy,uz is the other spelling of dx,dy,dz; errors count lines as the file does (comments,
+    blank lines and the header included) and name the seed (1-based)."""
+    a = tmp_path / "d.csv"
+    a.write_text("x_mm,y_mm,z_mm,dx,dy,dz,sk_U\n1,2,3,0,3,4,0.5\n")
+    b = tmp_path / "u.csv"
+    b.write_text("# exported plan\nx_mm,y_mm,z_mm,ux,uy,uz,sk_U\n\n1,2,3,0,3,4,0.5\n")
+    pa, pb = read_plan_csv(a), read_plan_csv(b)
+    np.testing.assert_allclose(pb.directions, [[0, 0.6, 0.8]])
+    assert np.array_equal(pa.directions, pb.directions) and pb.orientation == "given"
+    c = tmp_path / "nan.csv"
+    c.write_text("# comment\nx_mm,y_mm,z_mm,ux,uy,uz,sk_U\n0,0,0,0,0,1,0.5\n\n1,nan,3,0,0,1,0.5\n")
+    with pytest.raises(ConfigError, match=r"nan.csv: line 5 \(seed 2\), column y_mm: nan is not a finite number"):
+        read_plan_csv(c)
+    d = tmp_path / "both.csv"
+    d.write_text("x_mm,y_mm,z_mm,dx,dy,dz,ux,uy,uz\n0,0,0,0,0,1,0,0,1\n")
+    with pytest.raises(ConfigError, match="both dx,dy,dz and ux,uy,uz"):
+        read_plan_csv(d, sk_U=1.0)
+    e = tmp_path / "zero.csv"
+    e.write_text("x_mm,y_mm,z_mm,ux,uy,uz,sk_U\n0,0,0,0,0,0,0.5\n")
+    with pytest.raises(ConfigError, match=r"line 2 \(seed 1\): direction must be a finite non-zero vector"):
+        read_plan_csv(e)
 
 
 def test_toml_plan_decay_and_orientation(tmp_path):

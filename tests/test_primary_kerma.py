@@ -24,7 +24,7 @@ def test_primary_kerma_mc_equals_ray_integration(key):
     lib = default_library()
     model = load_builtin_seed(key, lib)
     # scoring bins: r 0.6-1.4 cm; theta 35-45 deg (folded with 135-145) and 85-95 deg
-    settings = PrimaryCheckSettings(histories=1_600_000, batches=10, seed=77, radii_cm=(1.0,), thetas_deg=(40.0, 90.0),
+    settings = PrimaryCheckSettings(histories=3_200_000, batches=10, seed=77, radii_cm=(1.0,), thetas_deg=(40.0, 90.0),
                                     r_half_width_cm=0.4, theta_half_width_deg=5.0, n_decays=2000, n_steps=300)
     res = run_primary_check(model, settings, lib, log=lambda *a: None)
     assert res.n_bins == 2

@@ -88,7 +88,8 @@ def test_round_trip_positions_strengths_dates_directions(written):
     assert back.model == "oncoseed_6711" and back.notes["model_from"] == "SourceModelID 6711"
     assert back.notes["sop_instance_uid"] == rtplan_uid(path) == "1.2.826.0.1.3680043.8.498.77"
     assert back.notes["frame_of_reference_uid"] == IDS["frame_of_reference_uid"]
-    assert back.notes["patient_id"] == "P-001" and back.notes["brachy_treatment_type"] == "PERMANENT"
+    assert back.notes["patient_id"] == "P-001" and back.notes["brachy_treatment_type"] == "LDR"
+    assert back.notes["brachy_treatment_technique"] == "PERMANENT"
     assert back.notes["warnings"] == []
     assert {s["half_life_days"] for s in back.notes["sources"]} == {59.4}
     assert {s["active_length_mm"] for s in back.notes["sources"]} == {3.0}
@@ -103,7 +104,7 @@ def test_written_file_is_a_valid_brachy_rtplan(written):
     ds = pydicom.dcmread(path)
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert ds.SOPClassUID == RT_PLAN_STORAGE == ds.file_meta.MediaStorageSOPClassUID
-    assert ds.Modality == "RTPLAN" and ds.BrachyTreatmentType == "PERMANENT"
+    assert ds.Modality == "RTPLAN" and ds.BrachyTreatmentTechnique == "PERMANENT" and ds.BrachyTreatmentType == "LDR"
     assert ds.PatientName == "Demo^Prostate" and ds.StudyInstanceUID == IDS["study_instance_uid"]
     assert ds.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID == "1.2.3.99"
     assert ds.RTPlanGeometry == "PATIENT"
@@ -218,8 +219,18 @@ def test_sources_with_different_reference_dates_are_decayed_to_the_earliest(writ
 
 def test_non_permanent_type_is_read_with_a_warning(written):
     path, _, _ = written
-    back = read_rtplan(rewrite(path, lambda ds: setattr(ds, "BrachyTreatmentType", "LDR")))
-    assert back.n_seeds == 12 and "LDR" in back.notes["warnings"][0]
+
+    def temporary(ds):
+        ds.BrachyTreatmentTechnique, ds.BrachyTreatmentType = "INTERSTITIAL", "HDR"
+
+    back = read_rtplan(rewrite(path, temporary))
+    assert back.n_seeds == 12 and "HDR" in back.notes["warnings"][0]
+    # files of earlier brachymc versions: type PERMANENT (not a DICOM term), technique INTERSTITIAL
+
+    def legacy(ds):
+        ds.BrachyTreatmentTechnique, ds.BrachyTreatmentType = "INTERSTITIAL", "PERMANENT"
+
+    assert read_rtplan(rewrite(path, legacy)).notes["warnings"] == []
 
 
 # ------------------------------------------------------------------------------------------ refusals

@@ -354,7 +354,7 @@ def test_plan_from_ct_end_to_end_and_rtplan_round_trip(demo_case, tmp_path):
     assert s["seeds_from"] == "found automatically in the CT"
     sf = s["seed_finding"]
     assert sf["n_seeds"] == s["n_seeds"] >= 10
-    assert any("seeds found automatically in the CT" in n for n in s["notes"])
+    assert any("seeds found automatically in the CT" in n["message"] for n in s["notes"])
     with h5py.File(tmp_path / "out_ct" / "dose.h5") as f:
         pos_ct, dir_ct = f["seeds/positions_cm"][...], f["seeds/directions"][...]
 

@@ -2,7 +2,7 @@
 formalisms, superposition, grids, JSON round trip and input errors.
 
 Reference numbers: AAPM TG-43U1 consensus data (Rivard et al., Med Phys 31 (2004) 633) in
-../shared/reference (found through the ``reference_dir`` fixture of conftest.py).
+configs/reference (found through the ``reference_dir`` fixture of conftest.py).
 """
 
 import json

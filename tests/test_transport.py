@@ -53,7 +53,7 @@ def infinite_water(library):
             sel = (r >= lo) & (r < hi)
             shells.setdefault((lo, hi), []).append((v["dose"][sel].sum(), v["collision"][sel].sum()))
 
-    st = RunSettings(histories=200_000, batches=10, seed=11, backend="numpy",
+    st = RunSettings(histories=500_000, batches=10, seed=11, backend="numpy",
                      transport=TransportSettings(score_collision=True))
     res = run_simulation(ph, src, st, on_batch=on_batch)
     return ph, res, {k: np.array(v) for k, v in shells.items()}
@@ -104,7 +104,7 @@ def slab_runs(library):
         def on_batch(b, v, masks=masks, acc=per_batch):
             acc.append({k: v["primary"][m].sum() for k, m in masks.items()})
 
-        st = RunSettings(histories=1_000_000, batches=10, seed=5, backend="numpy",
+        st = RunSettings(histories=3_000_000, batches=10, seed=5, backend="numpy",
                          transport=TransportSettings(score_primary=True, bank_size=1 << 17))
         res = run_simulation(ph, src, st, on_batch=on_batch)
         tables = load_or_build_tables(list(ph.materials))

@@ -20,6 +20,7 @@ from brachymc.io.egsnrc import (
     MEDIA_CHARS,
     read_3ddose,
     read_egsphant,
+    resolve_medium,
     write_3ddose,
     write_egsphant,
 )
@@ -124,7 +125,9 @@ def test_egsphant_egs_brachy_names_and_aliases(tmp_path, library):
 def test_default_aliases_point_at_library_materials(library):
     missing = {k: v for k, v in DEFAULT_ALIASES.items() if v not in library}
     assert not missing
-    assert all(k in DEFAULT_ALIASES for k in ("H2O521ICRU", "AIR521ICRU", "ICRPBONE521ICRU", "WATER_0.998"))
+    assert all(k in DEFAULT_ALIASES for k in ("H2O521ICRU", "AIR521ICRU", "ICRPBONE521ICRU"))
+    # egs_brachy names are library aliases of exactly their medium, not closest-medium defaults
+    assert "WATER_0.998" not in DEFAULT_ALIASES and resolve_medium("WATER_0.998", library).name == "water_0998"
     assert not {v for v in EGS_BRACHY_NAMES if v not in library}
 
 

@@ -4,7 +4,7 @@
 
     ct/CT_0001.dcm ...   CT Image Storage series (post-implant, with bright seed voxels and streaks)
     rtstruct.dcm         Body, Vertebra, GTV, SpinalCord (same frame of reference as the CT)
-    rtplan.dcm           brachy RT Plan: ~40 seeds of a 6711-type model on posterolateral needles
+    rtplan.dcm           brachy RT Plan: 32 seeds (0.6 mCi) of a 6711-type model on posterolateral needles
     run.toml             the run file ``brachymc run`` reads (also what ``brachymc demo`` runs)
 
 Modes size the run file for the hardware:
@@ -112,7 +112,8 @@ def write_demo_case(folder: str | Path, mode: str = "cpu", seed: int = 2026) -> 
         for p in ct_dir.glob("CT_*.dcm"):
             p.unlink()
     ct_paths = write_ct_series(ct_dir, case.ct, patient_id=pid, patient_name=pname, study_uid=study,
-                               frame_uid=frame, description="brachymc synthetic post-implant spine CT")
+                               frame_uid=frame, description="brachymc synthetic post-implant spine CT",
+                               body_part="LSPINE")
     colors = {"Body": (0, 170, 0), "Vertebra": (240, 220, 120), "GTV": (255, 0, 0), "SpinalCord": (0, 200, 255)}
     structures = []
     for k, name in enumerate(("Body", "Vertebra", "GTV", "SpinalCord")):
@@ -134,9 +135,12 @@ def write_demo_case(folder: str | Path, mode: str = "cpu", seed: int = 2026) -> 
                     sk_U=np.full(n, float(apparent_activity_to_sk(case.activity_mci))), model="oncoseed_6711",
                     reference_date=datetime(2026, 11, 2, 9, 0), implant_date=datetime(2026, 11, 2, 9, 0),
                     orientation="given", source="brachymc demo")
+    from brachymc.io.dicom_ct import shared_attributes
+
     write_rtplan(folder / "rtplan.dcm", plan, needles=[list(nd) for nd in case.needles],
                  frame_of_reference_uid=frame, patient_id=pid, patient_name=pname, study_instance_uid=study,
-                 referenced_structure_set_uid=ss_uid, plan_label="SPINE-I125")
+                 referenced_structure_set_uid=ss_uid, plan_label="SPINE-I125",
+                 attributes=shared_attributes(pydicom.dcmread(ct_paths[0], stop_before_pixels=True)))
     run = folder / "run.toml"
     from brachymc.files import atomic_path
 

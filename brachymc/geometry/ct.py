@@ -9,7 +9,8 @@ pixel) minus half a voxel, in cm. Only axial, untilted series map onto this grid
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
@@ -29,6 +30,10 @@ class CTVolume:
     study_instance_uid: str = ""
     series_instance_uid: str = ""
     source: str = ""
+    #: DICOM attributes the dose objects share with this CT, keyword -> value (strings, or lists of
+    #: strings for multi-valued elements): the Patient and General Study modules and the Frame of
+    #: Reference of the series (``io.dicom_ct.SHARED_ATTRIBUTES``); empty for non-DICOM input.
+    dicom_attributes: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.hu.shape != tuple(self.geometry.shape):

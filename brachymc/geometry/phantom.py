@@ -128,6 +128,8 @@ class VoxelPhantom:
             )
         if self.density.size and not (float(self.density.min()) > 0):
             raise GeometryError("voxel densities must be > 0 g/cm3")
+        if self.density.dtype != np.float32:       # the documented layout (and the kernel engine's)
+            object.__setattr__(self, "density", np.ascontiguousarray(self.density, dtype=np.float32))
 
     @classmethod
     def homogeneous(cls, geometry: GridGeometry, material: Material, density: float | None = None) -> "VoxelPhantom":

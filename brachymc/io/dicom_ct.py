@@ -17,6 +17,11 @@ naming the folder or file and the field:
 
 :func:`write_ct_series` writes a CTVolume as a valid CT Image Storage series (explicit VR little
 endian, uint16 pixels with RescaleIntercept -1024), each file atomically.
+
+The Patient, Patient Study and General Study modules and the Frame of Reference of the series
+(:data:`SHARED_ATTRIBUTES`) are kept in ``CTVolume.dicom_attributes``, so that the RTDOSE objects
+computed on the CT carry the same patient, study and frame (:func:`shared_attributes`,
+:func:`apply_shared_attributes`; DICOM PS3.3 C.7.1.1, C.7.2.1, C.7.2.2, C.7.4.1).
 """
 
 from __future__ import annotations
@@ -41,6 +46,53 @@ from brachymc.geometry.phantom import GridGeometry
 from brachymc.files import atomic_path
 
 log = logging.getLogger(__name__)
+
+#: Attributes a derived object (RTDOSE) copies from its CT: SpecificCharacterSet (to read the
+#: names), the Patient module, the Patient Study module, the General Study module and the Frame of
+#: Reference module. Sequences are not copied.
+SHARED_ATTRIBUTES = (
+    "SpecificCharacterSet",
+    # Patient (C.7.1.1)
+    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientBirthTime", "PatientSex",
+    "OtherPatientNames", "EthnicGroup", "PatientComments", "PatientIdentityRemoved", "DeidentificationMethod",
+    # Patient Study (C.7.2.2)
+    "PatientAge", "PatientSize", "PatientWeight",
+    # General Study (C.7.2.1)
+    "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
+    "StudyDescription",
+    # Frame of Reference (C.7.4.1)
+    "FrameOfReferenceUID", "PositionReferenceIndicator",
+)
+#: Type 2 attributes of those modules: written (empty when unknown) by every brachymc object.
+TYPE2_SHARED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                "ReferringPhysicianName", "StudyID", "AccessionNumber", "PositionReferenceIndicator")
+
+
+def shared_attributes(ds: Dataset) -> dict[str, object]:
+    """The :data:`SHARED_ATTRIBUTES` present in ``ds``: keyword -> str (list of str if multi-valued)."""
+    out: dict[str, object] = {}
+    for kw in SHARED_ATTRIBUTES:
+        elem = ds.get(kw)
+        if elem is None or getattr(ds[kw], "VR", "") == "SQ":
+            continue
+        value = ds[kw].value
+        if isinstance(value, (list, tuple, MultiValue)):
+            out[kw] = [str(v) for v in value]
+        else:
+            out[kw] = "" if value is None else str(value)
+    return out
+
+
+def apply_shared_attributes(ds: Dataset, attributes: dict | None) -> None:
+    """Set the :data:`SHARED_ATTRIBUTES` of ``attributes`` on ``ds``; Type 2 ones missing there are
+    written empty (unless ``ds`` already has them)."""
+    attributes = dict(attributes or {})
+    for kw in SHARED_ATTRIBUTES:
+        if kw in attributes:
+            value = attributes[kw]
+            setattr(ds, kw, list(value) if isinstance(value, (list, tuple)) else value)
+        elif kw in TYPE2_SHARED and kw not in ds:
+            setattr(ds, kw, "")
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
@@ -378,6 +430,7 @@ def read_ct_series(folder: str | Path, series_uid: str | None = None) -> CTVolum
         study_instance_uid=str(ds.get("StudyInstanceUID", "")),
         series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
         source=str(folder),
+        dicom_attributes=shared_attributes(ds),
     )
 
 
@@ -406,13 +459,17 @@ def _save(ds: FileDataset, path: Path) -> None:
 def write_ct_series(folder: str | Path, ct: CTVolume, patient_id: str = "BRACHYMC-DEMO",
                     patient_name: str = "Demo^Spine", study_uid: str | None = None,
                     series_uid: str | None = None, frame_uid: str | None = None,
-                    description: str = "") -> list[Path]:
+                    description: str = "", attributes: dict | None = None, body_part: str = "") -> list[Path]:
     """Write ``ct`` as a CT Image Storage series, one file ``CT_0001.dcm``, ... per slice.
 
     Explicit VR little endian with file meta; uint16 pixels with RescaleSlope 1 and
     RescaleIntercept -1024 (HU rounded to integers and clipped to [-1024, 64511]);
     ImagePositionPatient (mm) = centre of each slice's first pixel; axial orientation. UIDs not
-    given are generated. Each file is written atomically. Returns the paths in slice order (z up).
+    given are generated. ``body_part``: BodyPartExamined (DICOM defined terms, e.g. ``"LSPINE"``);
+    with it, Laterality is left out (a spine is not a paired structure), without it Laterality is
+    written empty (unknown). ``attributes``: further keyword -> value pairs written into every slice
+    (e.g. ``{"PatientBirthDate": "19600101", "PatientSex": "F"}``). Each file is written
+    atomically. Returns the paths in slice order (z up).
     """
     if not isinstance(ct, CTVolume):
         raise DicomError(f"{folder}: write_ct_series needs a CTVolume, got {type(ct).__name__}")
@@ -453,6 +510,10 @@ def write_ct_series(folder: str | Path, ct: CTVolume, patient_id: str = "BRACHYM
         ds.StudyTime = ds.SeriesTime = ds.ContentTime = time
         ds.AccessionNumber = ""
         ds.Modality = "CT"
+        if body_part:
+            ds.BodyPartExamined = body_part[:16]
+        else:
+            ds.Laterality = ""                       # Type 2C, empty: unknown body part
         ds.Manufacturer = "brachymc"
         ds.SoftwareVersions = __version__
         ds.ReferringPhysicianName = ""
@@ -486,6 +547,8 @@ def write_ct_series(folder: str | Path, ct: CTVolume, patient_id: str = "BRACHYM
         ds.RescaleIntercept = str(HU_MIN)
         ds.RescaleSlope = "1"
         ds.RescaleType = "HU"
+        for kw, value in (attributes or {}).items():
+            setattr(ds, kw, value)
         ds.PixelData = np.ascontiguousarray(pixels[k]).astype("<u2").tobytes()
         with atomic_path(path) as tmp:
             _save(ds, tmp)

@@ -35,8 +35,9 @@ Reading (:func:`read_rtplan`) turns an RT Plan Storage object (SOP class
 Anything unreadable or outside this model raises :class:`~brachymc.io.dicom_ct.DicomError` naming
 the file and the field (and the channel / control point where there is one).
 
-Writing (:func:`write_rtplan`) produces a brachy RT Plan (BrachyTreatmentType PERMANENT,
-technique INTERSTITIAL, source movement FIXED) with one SourceSequence item per distinct seed
+Writing (:func:`write_rtplan`) produces a brachy RT Plan (BrachyTreatmentTechnique PERMANENT,
+BrachyTreatmentType LDR, source movement FIXED; earlier brachymc files wrote the type PERMANENT,
+which DICOM does not define, and are read the same) with one SourceSequence item per distinct seed
 strength, one application setup, one channel per needle and a pair of control points per seed
 (CumulativeTimeWeight k, k + 1 for seed k of the channel), explicit VR little endian with file
 meta, written atomically.
@@ -66,7 +67,7 @@ from brachymc import __version__
 from brachymc.constants import I125_HALF_LIFE_DAYS
 from brachymc.errors import ConfigError
 from brachymc.files import atomic_path
-from brachymc.io.dicom_ct import DicomError
+from brachymc.io.dicom_ct import DicomError, apply_shared_attributes
 from brachymc.sources.plan import SeedPlan, _directions
 from brachymc.sources.strength import decay_factor, hours_between, mean_life_hours
 
@@ -361,7 +362,7 @@ def read_rtplan(path: str | Path, model: str | None = None, orientation: str = "
 
     ``notes`` holds: ``sop_instance_uid``, ``frame_of_reference_uid``, ``patient_id``,
     ``patient_name``, ``study_instance_uid``, ``plan_label``, ``brachy_treatment_type``,
-    ``sources`` (list of dicts), ``model_from``, ``implant_date_from``, ``seed_channels`` (channel
+    ``brachy_treatment_technique``, ``sources`` (list of dicts), ``model_from``, ``implant_date_from``, ``seed_channels`` (channel
     number of each seed), ``channels`` (per channel: number, seeds, skipped stops),
     ``orientation_from_channel`` / ``orientation_from_axis`` (counts, ``"auto"`` only) and
     ``warnings``.
@@ -377,9 +378,10 @@ def read_rtplan(path: str | Path, model: str | None = None, orientation: str = "
     warnings: list[str] = []
 
     btype = _text(path, ds, "BrachyTreatmentType").upper()
-    if btype != "PERMANENT":
-        msg = (f"BrachyTreatmentType is {btype or '(missing)'}, not PERMANENT: the seeds are read as a permanent "
-               "implant")
+    technique = _text(path, ds, "BrachyTreatmentTechnique").upper()
+    if technique != "PERMANENT" and btype != "PERMANENT":
+        msg = (f"BrachyTreatmentTechnique is {technique or '(missing)'} and BrachyTreatmentType "
+               f"{btype or '(missing)'}, not a permanent implant: the seeds are read as a permanent implant")
         log.warning("%s: %s", src, msg)
         warnings.append(msg)
 
@@ -513,6 +515,7 @@ def read_rtplan(path: str | Path, model: str | None = None, orientation: str = "
         "study_instance_uid": _text(path, ds, "StudyInstanceUID"),
         "plan_label": _text(path, ds, "RTPlanLabel"),
         "brachy_treatment_type": btype,
+        "brachy_treatment_technique": technique,
         "sources": [{**s, "reference_date": s["reference_date"].isoformat() if s["reference_date"] else None}
                     for s in (sources[k] for k in used)],
         "model_from": model_from,
@@ -567,7 +570,7 @@ def write_rtplan(path: str | Path, plan: SeedPlan, *, needles: list[list[int]] |
                  referenced_structure_set_uid: str | None = None, plan_label: str = "brachymc",
                  source_model_id: str | None = None, manufacturer: str | None = None,
                  sop_instance_uid: str | None = None, series_instance_uid: str | None = None,
-                 seed_axes: bool = False) -> Path:
+                 seed_axes: bool = False, attributes: dict | None = None) -> Path:
     """Write ``plan`` as a permanent-implant brachy RT Plan (see module doc); return the path.
 
     ``needles`` lists the seed indices of each needle (channel) in insertion order (the reader's
@@ -581,6 +584,9 @@ def write_rtplan(path: str | Path, plan: SeedPlan, *, needles: list[list[int]] |
     (no dwell) 1 mm either side of its seed along ``plan.directions``, so that a reader taking
     the needle direction from the channel's positions (``read_rtplan(orientation="auto")``)
     recovers each seed's axis; otherwise directions are not stored.
+    ``attributes``: the CT's Patient / General Study / Frame of Reference attributes
+    (``CTVolume.dicom_attributes`` or :func:`brachymc.io.dicom_ct.shared_attributes`), copied; the
+    named identifiers take precedence.
     """
     path = Path(path)
     if not isinstance(plan, SeedPlan):
@@ -619,27 +625,24 @@ def write_rtplan(path: str | Path, plan: SeedPlan, *, needles: list[list[int]] |
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     now = datetime.now()
-    ds.SpecificCharacterSet = "ISO_IR 192"
+    shared = dict(attributes) if attributes else {"StudyDate": now.strftime("%Y%m%d"),
+                                                  "StudyTime": now.strftime("%H%M%S"), "StudyID": "1"}
+    shared.setdefault("SpecificCharacterSet", "ISO_IR 192")
+    apply_shared_attributes(ds, shared)           # Patient, General Study, Frame of Reference (as the CT)
     ds.SOPClassUID = RT_PLAN_STORAGE
     ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
-    ds.StudyTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
-    ds.AccessionNumber = ""
+    ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.InstanceCreationTime = now.strftime("%H%M%S")
     ds.Modality = "RTPLAN"
     ds.Manufacturer = "brachymc"
     ds.SoftwareVersions = __version__
-    ds.ReferringPhysicianName = ""
-    ds.PatientName = patient_name
-    ds.PatientID = patient_id
-    ds.PatientBirthDate = ""
-    ds.PatientSex = ""
+    ds.PatientName = patient_name or ds.PatientName
+    ds.PatientID = patient_id or ds.PatientID
     ds.StudyInstanceUID = study_instance_uid
     ds.SeriesInstanceUID = series_instance_uid or generate_uid()
-    ds.StudyID = "1"
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
     ds.FrameOfReferenceUID = frame_of_reference_uid
-    ds.PositionReferenceIndicator = ""
     ds.OperatorsName = ""
     ds.RTPlanLabel = plan_label[:16]
     ds.RTPlanDate = now.strftime("%Y%m%d")
@@ -665,8 +668,8 @@ def write_rtplan(path: str | Path, plan: SeedPlan, *, needles: list[list[int]] |
     ds.FractionGroupSequence = Sequence([fg])
 
     # RT Brachy Application Setups.
-    ds.BrachyTreatmentTechnique = "INTERSTITIAL"
-    ds.BrachyTreatmentType = "PERMANENT"
+    ds.BrachyTreatmentTechnique = "PERMANENT"          # enumerated value for permanent implants
+    ds.BrachyTreatmentType = "LDR"
     machine = Dataset()
     machine.TreatmentMachineName = "MANUAL SEEDS"
     machine.Manufacturer = maker[:64]
@@ -687,6 +690,7 @@ def write_rtplan(path: str | Path, plan: SeedPlan, *, needles: list[list[int]] |
         item.SourceIsotopeHalfLife = _ds(I125_HALF_LIFE_DAYS)
         item.SourceStrengthUnits = "AIR_KERMA_RATE"
         item.ReferenceAirKermaRate = _ds(s)
+        item.SourceStrength = _ds(s)                  # in SourceStrengthUnits: uGy h-1 at 1 m (= U)
         item.SourceStrengthReferenceDate = date_str
         item.SourceStrengthReferenceTime = time_str
         source_items.append(item)
@@ -702,6 +706,8 @@ def write_rtplan(path: str | Path, plan: SeedPlan, *, needles: list[list[int]] |
         pts = pos_mm[g]
         ch = Dataset()
         ch.ChannelNumber = k + 1
+        ch.ChannelLength = ""                                       # Type 2: no afterloader channel
+        ch.TransferTubeNumber = ""                                  # Type 2: manual (no transfer tube)
         ch.ChannelTotalTime = _ds(tau_h * 3600.0)                   # s: the mean life (permanent implant)
         ch.SourceMovementType = "FIXED"
         ch.ReferencedSourceNumber = source_of[float(sk[g[0]])]

@@ -10,7 +10,7 @@ rasterises contour stacks slice by slice (:mod:`brachymc.geometry.structures`).
 
 :func:`write_rtstruct` writes structures as an RT Structure Set that references its CT series
 (frame of reference, study, series and the CT image SOP instances, per contour the CT slice at
-its z). :func:`contours_from_mask` turns a voxel mask into such contours (marching squares with
+its z), with the Patient and General Study modules of that CT. :func:`contours_from_mask` turns a voxel mask into such contours (marching squares with
 contourpy on the voxel-centre grid), e.g. to give the synthetic phantoms a structure set.
 
 Reference: DICOM PS3.3, C.8.8.5 (Structure Set module), C.8.8.6 (ROI Contour module),
@@ -41,7 +41,7 @@ from brachymc import __version__
 from brachymc.errors import ConfigError
 from brachymc.geometry.phantom import GridGeometry
 from brachymc.files import atomic_path
-from brachymc.io.dicom_ct import DicomError
+from brachymc.io.dicom_ct import DicomError, apply_shared_attributes, shared_attributes
 
 log = logging.getLogger(__name__)
 
@@ -445,6 +445,7 @@ class _CTRef:
         self.series = _text(ds, "SeriesInstanceUID")
         self.study = _text(ds, "StudyInstanceUID")
         self.frame = _text(ds, "FrameOfReferenceUID")
+        self.shared = shared_attributes(ds)
         for name in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID"):
             if not _text(ds, name):
                 raise DicomError(f"{path}: missing {name} (needed to reference the image from the RTSTRUCT)")
@@ -471,8 +472,9 @@ def write_rtstruct(path: str | Path, structures: Sequence[Structure] | Structure
     They must share ``frame_of_reference_uid`` and ``study_instance_uid``; the file then lists
     every image in ReferencedFrameOfReferenceSequence → RTReferencedStudySequence →
     RTReferencedSeriesSequence → ContourImageSequence, and each contour references the image
-    whose ImagePositionPatient z is within 0.05 mm of its plane. Without CT paths only the frame
-    of reference is referenced. Written atomically; returns ``path``.
+    whose ImagePositionPatient z is within 0.05 mm of its plane, and it copies the CT's Patient
+    and General Study attributes (the named arguments take precedence). Without CT paths only the
+    frame of reference is referenced. Written atomically; returns ``path``.
     """
     path = Path(path)
     structs = tuple(structures.structures if isinstance(structures, StructureSet) else structures)
@@ -509,24 +511,23 @@ def write_rtstruct(path: str | Path, structures: Sequence[Structure] | Structure
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     now = datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    ds.SpecificCharacterSet = "ISO_IR 100"
+    shared = dict(refs[0].shared) if refs else {"StudyDate": date, "StudyTime": time, "StudyID": "1"}
+    shared.setdefault("SpecificCharacterSet", "ISO_IR 100")
+    apply_shared_attributes(ds, shared)           # Patient, General Study, Frame of Reference (as the CT)
+    ds.PatientName = patient_name or ds.PatientName
+    ds.PatientID = patient_id or ds.PatientID
+    ds.StudyInstanceUID = study_instance_uid or ds.get("StudyInstanceUID") or generate_uid()
+    ds.FrameOfReferenceUID = frame_of_reference_uid
     ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyDate = ds.SeriesDate = date
-    ds.StudyTime = ds.SeriesTime = time
-    ds.AccessionNumber = ""
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    ds.SeriesDate, ds.SeriesTime = date, time
     ds.Modality = "RTSTRUCT"
+    ds.OperatorsName = ""
     ds.Manufacturer = "brachymc"
     ds.SoftwareVersions = __version__
-    ds.ReferringPhysicianName = ""
     ds.SeriesDescription = series_description[:64]
-    ds.PatientName = patient_name
-    ds.PatientID = patient_id
-    ds.PatientBirthDate = ""
-    ds.PatientSex = ""
-    ds.StudyInstanceUID = study_instance_uid or generate_uid()
     ds.SeriesInstanceUID = generate_uid()
-    ds.StudyID = "1"
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
     ds.StructureSetLabel = (series_description or "brachymc")[:16]

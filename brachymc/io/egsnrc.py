@@ -29,11 +29,11 @@ when no uncertainties are given.
 brachymc grids are regular (:class:`~brachymc.geometry.phantom.GridGeometry`): files whose
 boundaries are not evenly spaced are refused with a :class:`GeometryError`.
 
-EGSnrc medium names are mapped onto the material library (``configs/materials.toml``) by
-:func:`resolve_medium`: the caller's ``aliases`` first, then the library names
-(case-insensitive), then :data:`DEFAULT_ALIASES`, a table of common EGSnrc (PEGS4 521/700 ICRU)
-and egs_brachy ``material.dat`` names. The voxel densities of the file always win over the
-nominal densities of the library materials.
+EGSnrc medium names are mapped onto the material library (``configs/materials*.toml``) by
+:func:`resolve_medium`: the caller's ``aliases`` first, then the library names (case-insensitive)
+and aliases (every egs_brachy ``material.dat`` medium is a library alias of exactly that medium),
+then :data:`DEFAULT_ALIASES`, the closest library media for the PEGS4 521/700 ICRU names. The
+voxel densities of the file always win over the nominal densities of the library materials.
 """
 
 from __future__ import annotations
@@ -60,82 +60,47 @@ MEDIA_CHARS = "123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 UNIFORM_REL_TOL = 1e-3
 UNIFORM_ABS_TOL_CM = 1e-5
 
-#: Common EGSnrc medium names -> brachymc library names (keys compared case-insensitively).
-#: PEGS4 data sets (``*521ICRU``, ``*700ICRU``) are the DOSXYZnrc/ctcreate defaults; the others
-#: are media of egs_brachy ``lib/media/material.dat``. Where the library has no identical medium
-#: the closest one is used (noted); the voxel densities of the file are kept in every case.
+#: Common EGSnrc medium names that are not library names or aliases -> the closest library medium
+#: (keys compared case-insensitively): the PEGS4 data sets (``*521ICRU``, ``*700ICRU``, the
+#: DOSXYZnrc/ctcreate defaults) and a few generic names. The media of egs_brachy's
+#: ``lib/media/material.dat`` are not here: the library holds each of them exactly, under its
+#: egs_brachy name as an alias (``configs/materials*.toml``). The voxel densities of the file are
+#: kept in every case.
 DEFAULT_ALIASES: dict[str, str] = {
     # water
-    "WATER_0.998": "water_0998",
     "H2O521ICRU": "water",
     "H2O700ICRU": "water",
     "H2O": "water",
     "WATER": "water",
     # air
-    "AIR_TG43": "air_tg43",
-    "AIR_TG43_LD": "air_tg43",      # low-density copy used to make air transparent
-    "AIR_PHANT": "air_tg43",        # same composition as AIR_TG43
     "AIR521ICRU": "air",
     "AIR700ICRU": "air",
     "AIR": "air",
     # lung
     "LUNG521ICRU": "lung",
     "LUNG700ICRU": "lung",
-    "LUNG_BLOODFILLED_WW86": "lung",
     # soft tissues
     "ICRUTISSUE521ICRU": "soft_tissue_icru4",   # ICRU four-component soft tissue
     "ICRUTISSUE700ICRU": "soft_tissue_icru4",
     "TISSUE521ICRU": "soft_tissue",
     "SOFT_TISSUE": "soft_tissue",
-    "M_SOFT_TISSUE_ICRU46": "soft_tissue_male_tg186",
-    "F_SOFT_TISSUE_ICRU46": "soft_tissue_female_tg186",
     "MUSCLE521ICRU": "muscle",
     "MUSCLE700ICRU": "muscle",
-    "MUSCLE2_WW86": "muscle",
     "MUSCLE_WW86": "muscle",
-    "MUSCLE_PHANT": "muscle",
-    "ADIPOSE2_WW86": "adipose",
     "ADIPOSE_WW86": "adipose",
-    "ADIPOSE_PHANT": "adipose",
     "MEAN_ADIPOSE_WW86": "adipose",
-    "SKIN2_WW86": "skin",
     "SKIN_WW86": "skin",
-    "SKIN_PHANT": "skin",
-    "BRAIN_PHANT": "brain",
-    "BRAIN_WMATTER_WW1986": "brain",
-    "CARTILAGE_PHANT": "cartilage",
-    "CARTILAGE_WW86": "cartilage",
     "BLOOD_WW86": "blood",
     "LIVER_WW86": "liver",
     # bone
     "ICRPBONE521ICRU": "cortical_bone",         # ICRP compact bone; closest library bone
     "ICRPBONE700ICRU": "cortical_bone",
-    "CORTICAL_BONE_WW86": "cortical_bone",
-    "RIBS_1.92": "cortical_bone",
-    "MINERALBONE_PHANT": "cortical_bone_icrp110",
     # seed and applicator metals / compounds
-    "TI": "titanium",
     "TI521ICRU": "titanium",
     "TI700ICRU": "titanium",
-    "TI_GRADE2": "titanium",
-    "AG": "silver",
-    "AU": "gold",
-    "W": "tungsten",
-    "PT": "platinum",
-    "PT90IR10": "pt90ir10",
-    "PD": "palladium",
-    "I": "iodine",
-    "PB": "lead",
     "PB521ICRU": "lead",
     "PB700ICRU": "lead",
-    "AGBRAGI_6.20": "silver_halide",
     "AGBR": "agbr",
-    "AGI": "agi",
-    "AL2O3": "alumina",
-    "PYREX_2.4": "glass",
-    "SDVBC24H24": "resin",
-    "POLYSTY": "polystyrene",
-    "SS_AISI316L": "stainless_steel",
 }
 
 #: Library name -> egs_brachy medium name, for :func:`write_egsphant` ``names=`` when the file is
@@ -307,8 +272,8 @@ def resolve_medium(name: str, library: MaterialLibrary, aliases: Mapping[str, st
                    source: str = "") -> Material:
     """The library material for an EGSnrc medium name.
 
-    Order: ``aliases`` (keys case-insensitive), the library names (case-insensitive),
-    :data:`DEFAULT_ALIASES`. Raises :class:`MaterialError` naming ``source`` and the medium, with
+    Order: ``aliases`` (keys case-insensitive), the library names (case-insensitive), the
+    library's aliases (e.g. egs_brachy names), :data:`DEFAULT_ALIASES`. Raises :class:`MaterialError` naming ``source`` and the medium, with
     the ways to make the name known.
     """
     prefix = f"{source}: " if source else ""
@@ -318,6 +283,8 @@ def resolve_medium(name: str, library: MaterialLibrary, aliases: Mapping[str, st
 
     def lookup(target: str, via: str) -> Material:
         real = by_lower.get(target.strip().lower())
+        if real is None and target.strip() in library:
+            return library[target.strip()]
         if real is None:
             close = difflib.get_close_matches(target.lower(), list(by_lower), n=3)
             hint = f" (did you mean {', '.join(by_lower[c] for c in close)}?)" if close else ""
@@ -329,6 +296,8 @@ def resolve_medium(name: str, library: MaterialLibrary, aliases: Mapping[str, st
         return lookup(user[key.upper()], "the given aliases")
     if key.lower() in by_lower:
         return library[by_lower[key.lower()]]
+    if key in library:                       # an alias of a library material (exactly that medium)
+        return library[key]
     if key.upper() in DEFAULT_ALIASES:
         return lookup(DEFAULT_ALIASES[key.upper()], "the default EGSnrc alias table")
     close = difflib.get_close_matches(key.lower(), list(by_lower), n=3, cutoff=0.5)

@@ -106,12 +106,12 @@ class AirKermaResult:
 def air_kerma_strength(model: SeedModel, histories: int = 4_000_000, batches: int = 10, seed: int = 5,
                        backend: str = "auto", bank_size: int = 1 << 16, distance_cm: float = 10.0,
                        half_height_cm: float = 0.25, cutoff_kev: float = 5.0, progress: bool = False,
-                       seed_sequence: list | None = None) -> AirKermaResult:
+                       seed_sequence: list | None = None, engine: str = "auto", threads: int = 0) -> AirKermaResult:
     """Run the seed in vacuo and score the air kerma at ``distance_cm`` on its transverse axis."""
     lib = default_library()
     be = get_backend(backend)
     src = SeedSource(model)
-    ts = TransportSettings(bank_size=bank_size)
+    ts = TransportSettings(bank_size=bank_size, engine=engine, threads=threads)
     zlo, zhi, rs = model.bounds()
     rad = float(np.sqrt(max(zlo * zlo, zhi * zhi) + rs * rs)) + 0.01
     world = SingleSeedWorld(model, lib, None, radius_cm=rad, r_edges=[rad * 0.999, rad], cos_edges=[-1.0, 1.0],
@@ -143,6 +143,7 @@ def air_kerma_strength(model: SeedModel, histories: int = 4_000_000, batches: in
         mean_energy_leaving_kev=float(np.mean(e_all)), mean_energy_leaving_5kev_kev=float(np.mean(e_5)),
         histories=per * batches,
         settings={"distance_cm": scorer.d, "half_height_cm": scorer.h, "cutoff_kev": scorer.cutoff,
+                  "engine": tr.engine,
                   "transport_cutoff_kev": ts.cutoff_kev, "batches": batches, "seed": seed, "backend": be.name},
     )
 

@@ -45,6 +45,8 @@ class ArrayTransport:
         settings: :class:`TransportSettings`.
     """
 
+    engine = "array"
+
     def __init__(self, world, tables: PhysicsTables, backend, settings: TransportSettings):
         if isinstance(world, VoxelPhantom):
             world = VoxelWorld(world, backend)
@@ -65,6 +67,9 @@ class ArrayTransport:
             if "water" not in names:
                 raise ConfigError("dose to water in medium needs 'water' among the world's materials")
             self._water = names.index("water")
+
+    def describe(self) -> dict:
+        return {"engine": "array", "backend": self.backend.name}
 
     # ------------------------------------------------------------------------------------------
     def new_scores(self) -> BatchScores:

@@ -7,6 +7,7 @@ Example (every key is documented in README.md, section "Run files")::
     batches = 10
     seed = 2026
     backend = "auto"          # numpy | cupy | auto
+    engine = "auto"           # kernel | array | auto (the kernel where it builds)
     score_primary = true
 
     [phantom]
@@ -42,7 +43,8 @@ from brachymc.mc.transport import TransportSettings
 from brachymc.sources.simple import LineSource, PointSource
 from brachymc.sources.spectrum import Spectrum, load_spectrum
 
-_RUN_KEYS = {"histories", "batches", "seed", "backend", "bank_size", "cutoff_kev", "score_primary", "score_collision"}
+_RUN_KEYS = {"histories", "batches", "seed", "backend", "engine", "threads", "bank_size", "cutoff_kev", "score_primary",
+             "score_collision"}
 _PHANTOM_KEYS = {"material", "size_cm", "voxel_cm", "center_cm", "density", "box"}
 _BOX_KEYS = {"material", "min_cm", "max_cm", "density"}
 _SOURCE_KEYS = {"type", "position_cm", "start_cm", "end_cm", "spectrum", "energy_kev"}
@@ -117,12 +119,15 @@ def load_config(path: str | Path, overrides: dict | None = None) -> SimulationCo
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_TOP_KEYS))}")
 
     # materials
-    mat_t = rd.table(data, "materials", {"files"}, required=False)
-    files = mat_t.get("files", [])
-    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
-        raise rd.fail("materials", "'files' must be a list of paths")
+    mat_t = rd.table(data, "materials", {"files", "egsnrc"}, required=False)
+    lists = {}
+    for key in ("files", "egsnrc"):
+        v = mat_t.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(f, str) for f in v):
+            raise rd.fail("materials", f"'{key}' must be a list of paths")
+        lists[key] = [path.parent / f for f in v]
     try:
-        library: MaterialLibrary = default_library([(path.parent / f) for f in files])
+        library: MaterialLibrary = default_library(lists["files"], lists["egsnrc"])
     except BrachyMCError as exc:
         raise ConfigError(f"{path}: [materials] {exc}") from None
 
@@ -140,6 +145,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> SimulationCo
     backend = run_t.get("backend", "auto")
     if backend not in ("numpy", "cupy", "auto"):
         raise rd.fail("run", f"'backend' must be numpy, cupy or auto, got {backend!r}")
+    engine = run_t.get("engine", "auto")
+    if engine not in ("auto", "array", "kernel"):
+        raise rd.fail("run", f"'engine' must be auto, array or kernel, got {engine!r}")
     for flag in ("score_primary", "score_collision"):
         if flag in run_t and not isinstance(run_t[flag], bool):
             raise rd.fail("run", f"'{flag}' must be true or false")
@@ -149,6 +157,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> SimulationCo
             bank_size=rd.number(run_t, "run", "bank_size", 1 << 16, kind=int, positive=True),
             score_primary=bool(run_t.get("score_primary", False)),
             score_collision=bool(run_t.get("score_collision", False)),
+            engine=engine,
+            threads=rd.number(run_t, "run", "threads", 0, kind=int) if "threads" in run_t else 0,
         )
         run = RunSettings(
             histories=rd.number(run_t, "run", "histories", kind=int, positive=True),

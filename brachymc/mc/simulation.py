@@ -84,6 +84,7 @@ class SimulationResult:
     source: dict
     settings: RunSettings
     batch_energy: dict = field(default_factory=dict)  # per-batch keV/history: emitted, escaped, deposited, collision
+    engine: dict = field(default_factory=dict)        # the transport engine (describe())
     version: str = __version__
 
     @property
@@ -174,4 +175,5 @@ def run_simulation(phantom: VoxelPhantom, source, settings: RunSettings,
         wall_time_s=wall, voxel_steps=steps, emitted_energy_kev=emitted / n, escaped_energy_kev=escaped / n,
         local_energy_kev=local / n, source=source.describe(), settings=settings,
         batch_energy={k: np.asarray(v) for k, v in batch_energy.items() if v},
+        engine=transport.describe(),
     )

@@ -100,7 +100,24 @@ class BatchScores:
 
 def make_transport(world, tables, backend, settings: TransportSettings):
     """The engine ``settings.engine`` names, for ``world`` (a world or a voxel phantom) and its
-    physics ``tables`` on ``backend``."""
+    physics ``tables`` on ``backend``.
+
+    ``"auto"`` takes the kernel engine where it builds (a C++ compiler for the NumPy backend, CuPy's
+    NVRTC for the CuPy backend) and otherwise the array engine, with a warning naming what is missing.
+    """
     from brachymc.mc.array_engine import ArrayTransport
 
-    return ArrayTransport(world, tables, backend, settings)
+    if settings.engine == "array":
+        return ArrayTransport(world, tables, backend, settings)
+    from brachymc.errors import KernelBuildError
+    from brachymc.mc.kernel_engine import KernelTransport
+
+    try:
+        return KernelTransport(world, tables, backend, settings)
+    except KernelBuildError as exc:
+        if settings.engine == "kernel":
+            raise
+        import logging
+
+        logging.getLogger(__name__).warning("using the array engine: %s", exc)
+        return ArrayTransport(world, tables, backend, settings)

@@ -9,6 +9,13 @@ defaults: README.md, section "Patient runs". Example::
                                         #  egsphant = "phantom.egsphant" for EGSnrc media + densities)
     calculation_voxel_mm = [2, 2, 2]    # optional coarser calculation grid (mean HU per voxel)
     crop_margin_mm = 30                 # optional: calculate only in the seeds' box + this margin
+    media_aliases = { "MY_BONE" = "cortical_bone" }   # optional: names (egsphant media, calibration and
+                                        #  override materials) -> library materials
+
+    [materials]                         # optional: more media
+    files = ["my_media.toml"]           # brachymc TOML (same form as configs/materials.toml)
+    egsnrc = ["material.dat"]           # EGSnrc media files read as they are (egs++ material.dat,
+                                        #  .egsinp media definitions, *.density headers)
 
     [calibration]
     name = "spine_default"              # built-in name or a TOML path
@@ -30,8 +37,10 @@ defaults: README.md, section "Patient runs". Example::
 
     [structures]
     rtstruct = "rtstruct.dcm"
-    target = "GTV"
-    cord = "SpinalCord"
+    target = "GTV"                      # optional: DVH target and target-uncertainty region
+    cord = "SpinalCord"                 # optional: reported as the organ at risk
+    rois = ["GTV", "SpinalCord"]        # optional: evaluate only these (default: every ROI)
+    exclude = ["Couch"]                 # optional: never evaluate these
     subsamples = 3
 
     [dose]
@@ -65,7 +74,8 @@ defaults: README.md, section "Patient runs". Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import math
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +98,13 @@ class CTInput:
     series_uid: str | None = None
     calculation_voxel_mm: tuple[float, float, float] | None = None
     crop_margin_mm: float | None = None
+    media_aliases: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MaterialsInput:
+    files: tuple[Path, ...] = ()
+    egsnrc: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,9 +145,18 @@ class PlanInput:
 
 @dataclass(frozen=True)
 class StructuresInput:
+    """``[structures]``: which ROIs of the RTSTRUCT are evaluated, and which is the target.
+
+    ``rois``: evaluate only these (case-insensitive; default every ROI of the file); ``exclude``:
+    never these. ``target`` (DVH target, target-uncertainty region) and ``cord`` (organ at risk
+    named in the report) are optional and always evaluated.
+    """
+
     rtstruct: Path | None = None
-    target: str = "GTV"
-    cord: str | None = "SpinalCord"
+    target: str | None = None
+    cord: str | None = None
+    rois: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
     subsamples: int = 3
 
 
@@ -191,6 +217,7 @@ class PatientRunConfig:
     simulation: SimulationInput = field(default_factory=SimulationInput)
     tg43: TG43Input = field(default_factory=TG43Input)
     output: OutputInput = field(default_factory=OutputInput)
+    materials: MaterialsInput = field(default_factory=MaterialsInput)
     source: str = ""
 
     def with_simulation(self, **changes) -> "PatientRunConfig":
@@ -215,11 +242,86 @@ def _triple(v: Any, where: str) -> tuple[float, float, float]:
 
 
 def _positive(v, where: str, allow_none: bool = True):
+    """A finite positive number (or None when allowed)."""
+    return _positive_finite(v, where, allow_none)
+
+
+def _number(v, where: str) -> float:
+    """A finite number (TOML ``nan``/``inf`` and non-numbers are refused)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ConfigError(f"{where}: must be a finite number, got {_plain(v)}")
+    return v
+
+
+def _plain(v) -> str:
+    """A value as a user wrote it: numbers plainly (no numpy reprs), strings quoted."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (int, float)):
+        return f"{v:g}" if isinstance(v, float) else str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_plain(x) for x in v) + "]"
+    return repr(v)
+
+
+def _positive_finite(v, where: str, allow_none: bool = True):
     if v is None and allow_none:
         return None
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
-        raise ConfigError(f"{where}: must be a positive number, got {v!r}")
+    if _number(v, where) <= 0:
+        raise ConfigError(f"{where}: must be a positive number, got {_plain(v)}")
     return v
+
+
+def _at_least(v, where: str, lo: float, allow_none: bool = False):
+    if v is None and allow_none:
+        return None
+    if _number(v, where) < lo:
+        raise ConfigError(f"{where}: must be a number >= {lo:g}, got {_plain(v)}")
+    return v
+
+
+def _whole(v, where: str, lo: int):
+    """An integer >= lo (TOML 1_000_000 or 1e6 written as a whole number)."""
+    if isinstance(v, float) and math.isfinite(v) and v == int(v):
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ConfigError(f"{where}: must be a whole number >= {lo}, got {_plain(v)}")
+    return v
+
+
+def _flag(v, where: str) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{where}: must be true or false, got {_plain(v)}")
+    return v
+
+
+def _name(v, where: str, allow_none: bool = True):
+    if v is None and allow_none:
+        return None
+    if not isinstance(v, str) or not v.strip():
+        raise ConfigError(f"{where}: must be a non-empty string, got {_plain(v)}")
+    return v
+
+
+def _names(v, where: str) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
+        raise ConfigError(f"{where}: must be a list of ROI names, e.g. [\"GTV\", \"SpinalCord\"], got {_plain(v)}")
+    return tuple(v)
+
+
+#: the largest calculation voxel side (mm): a coarser voxel cannot resolve the dose around a
+#: seed (the TG-43 dose falls by about 4x from 5 to 10 mm) nor a vertebral target
+MAX_CALC_VOXEL_MM = 10.0
+
+
+def _calc_voxel(v, where: str) -> tuple[float, float, float]:
+    t = _triple(v, where)
+    for x in t:
+        _positive_finite(x, where, False)
+    if max(t) > MAX_CALC_VOXEL_MM:
+        raise ConfigError(f"{where}: a {max(t):g} mm calculation voxel cannot resolve the seeds' dose or the target "
+                          f"(largest allowed side: {MAX_CALC_VOXEL_MM:g} mm), got {_plain(v)}")
+    return t
 
 
 def _build(cls, table: Any, where: str, **conv):
@@ -237,37 +339,74 @@ def _build(cls, table: Any, where: str, **conv):
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def _aliases(v: Any, where: str) -> dict:
+    if not isinstance(v, dict) or not all(isinstance(k, str) and k.strip() and isinstance(x, str) and x.strip()
+                                          for k, x in v.items()):
+        raise ConfigError(f"{where}: expected a table of names, e.g. {{ MY_BONE = \"cortical_bone\" }}, got {v!r}")
+    return {k.strip(): x.strip() for k, x in v.items()}
+
+
+def _paths(base: Path, v: Any, where: str) -> tuple[Path, ...]:
+    if not isinstance(v, list):
+        raise ConfigError(f"{where}: expected a list of paths, got {v!r}")
+    out = tuple(_path(base, x, f"{where}[{i + 1}]") for i, x in enumerate(v))
+    for i, pth in enumerate(out):
+        if not pth.is_file():
+            raise ConfigError(f"{where}[{i + 1}]: {pth} does not exist")
+    return out
+
+
+def material_library(cfg: PatientRunConfig):
+    """The material library of a run: built-in media, ``[materials] files / egsnrc``, ``[ct] media_aliases``."""
+    from brachymc.errors import BrachyMCError
+    from brachymc.materials import default_library
+
+    try:
+        lib = default_library(cfg.materials.files, cfg.materials.egsnrc)
+    except BrachyMCError as exc:
+        raise ConfigError(f"{cfg.source}: [materials]: {exc}") from None
+    try:
+        return lib.with_aliases(cfg.ct.media_aliases) if cfg.ct.media_aliases else lib
+    except BrachyMCError as exc:
+        raise ConfigError(f"{cfg.source}: [ct].media_aliases: {exc}") from None
+
+
 def parse_run_config(data: dict, base: Path, source: str) -> PatientRunConfig:
-    """Validate a run-file dictionary (``base``: folder that relative paths refer to)."""
-    top = {"ct", "calibration", "override", "plan", "structures", "dose", "simulation", "tg43", "output"}
+    """Validate a run-file dictionary (``base``: folder that relative paths refer to).
+
+    Every number is checked where it is read: finite (TOML ``nan``/``inf`` are refused), positive
+    where a size, strength or time is meant, whole where a count is meant; each message names the
+    file, the table and the key.
+    """
+    top = {"ct", "calibration", "override", "plan", "structures", "dose", "simulation", "tg43", "output",
+           "materials"}
     unknown = set(data) - top
     if unknown:
         raise ConfigError(f"{source}: unknown table(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(top))}")
     if "ct" not in data:
         raise ConfigError(f"{source}: missing [ct] table (dicom = FOLDER, volume = FILE or egsphant = FILE)")
-    if "plan" not in data or "file" not in data.get("plan", {}):
+    if "plan" not in data or not isinstance(data["plan"], dict) or "file" not in data["plan"]:
         raise ConfigError(f"{source}: missing [plan] file = ... (DICOM RT Plan, CSV or TOML, or \"ct\" to find the "
                           "seeds in the CT)")
     p = lambda v, w: _path(base, v, w)  # noqa: E731
-    ct = _build(CTInput, data["ct"], f"{source}: [ct]", dicom=p, volume=p, egsphant=p,
-                calculation_voxel_mm=lambda v, w: tuple(_positive(x, w, False) for x in _triple(v, w)),
-                crop_margin_mm=lambda v, w: float(v) if isinstance(v, (int, float)) and v >= 0 else
-                (_ for _ in ()).throw(ConfigError(f"{w}: must be a number >= 0, got {v!r}")))
+    ct = _build(CTInput, data["ct"], f"{source}: [ct]", dicom=p, volume=p, egsphant=p, series_uid=_name,
+                media_aliases=_aliases, calculation_voxel_mm=_calc_voxel,
+                crop_margin_mm=lambda v, w: float(_at_least(v, w, 0.0)))
     given = [k for k in ("dicom", "volume", "egsphant") if getattr(ct, k) is not None]
     if len(given) != 1:
         raise ConfigError(f"{source}: [ct] needs exactly one of dicom, volume, egsphant (got {given or 'none'})")
-    calib = _build(CalibrationInput, data.get("calibration"), f"{source}: [calibration]")
-    if calib.artefact_radius_mm < 0:
-        raise ConfigError(f"{source}: [calibration].artefact_radius_mm must be >= 0, got {calib.artefact_radius_mm}")
+    calib = _build(CalibrationInput, data.get("calibration"), f"{source}: [calibration]", name=_name,
+                   artefact_radius_mm=lambda v, w: _at_least(v, w, 0.0), artefact_hu_high=_number,
+                   artefact_hu_low=_number)
     ov = data.get("override", [])
     if not isinstance(ov, list):
         raise ConfigError(f"{source}: [[override]] must be an array of tables")
-    overrides = tuple(_build(OverrideInput, t, f"{source}: [[override]] #{i + 1}",
-                             density=lambda v, w: _positive(v, w)) for i, t in enumerate(ov))
+    overrides = tuple(_build(OverrideInput, t, f"{source}: [[override]] #{i + 1}", roi=_name, material=_name,
+                             density=lambda v, w: _positive_finite(v, w)) for i, t in enumerate(ov))
     plan = _build(PlanInput, data["plan"], f"{source}: [plan]",
-                  file=lambda v, w: PLAN_FROM_CT if v == PLAN_FROM_CT else p(v, w), axis=_triple,
-                  activity_mCi=_positive, sk_U=lambda v, w: v if isinstance(v, (int, float)) and v >= 0 else
-                  (_ for _ in ()).throw(ConfigError(f"{w}: air-kerma strength must be >= 0, got {v!r}")))
+                  file=lambda v, w: PLAN_FROM_CT if v == PLAN_FROM_CT else p(v, w), model=_name, axis=_axis,
+                  random_seed=lambda v, w: _whole(v, w, 0),
+                  activity_mCi=_positive_finite, sk_U=_positive_finite)
     if plan.from_ct:
         if ct.egsphant is not None:
             raise ConfigError(f"{source}: [plan] file = \"ct\" finds the seeds in a CT: it needs [ct] dicom or volume, "
@@ -281,42 +420,103 @@ def parse_run_config(data: dict, base: Path, source: str) -> PatientRunConfig:
                           f"got {plan.expected!r}")
     if plan.orientation not in ("auto", "given", "axis", "random"):
         raise ConfigError(f"{source}: [plan].orientation must be auto, given, axis or random, got {plan.orientation!r}")
-    st = _build(StructuresInput, data.get("structures"), f"{source}: [structures]", rtstruct=p)
-    if not (isinstance(st.subsamples, int) and 1 <= st.subsamples <= 10):
-        raise ConfigError(f"{source}: [structures].subsamples must be an integer 1..10, got {st.subsamples!r}")
-    dose = _build(DoseInput, data.get("dose"), f"{source}: [dose]", prescription_gy=_positive)
+    st = _build(StructuresInput, data.get("structures"), f"{source}: [structures]", rtstruct=p, target=_name,
+                cord=_name, rois=_names, exclude=_names, subsamples=lambda v, w: _whole(v, w, 1))
+    if st.subsamples > 10:
+        raise ConfigError(f"{source}: [structures].subsamples must be an integer 1..10, got {st.subsamples}")
+    if st.rtstruct is None and (st.target or st.cord or st.rois):
+        raise ConfigError(f"{source}: [structures] target, cord and rois need an RTSTRUCT: [structures] rtstruct = ...")
+    for what in ("target", "cord"):
+        name = getattr(st, what)
+        if name and name.lower() in {x.lower() for x in st.exclude}:
+            raise ConfigError(f"{source}: [structures].exclude lists the {what} {name!r}")
+    dose = _build(DoseInput, data.get("dose"), f"{source}: [dose]", prescription_gy=_positive_finite,
+                  rate_at_h=lambda v, w: _at_least(v, w, 0.0), start_h=lambda v, w: _at_least(v, w, 0.0),
+                  end_h=lambda v, w: _positive_finite(v, w), dose_to_water=_flag)
     if dose.kind not in ("permanent", "rate", "window"):
         raise ConfigError(f"{source}: [dose].kind must be permanent, rate or window, got {dose.kind!r}")
     if dose.kind == "window" and (dose.end_h is None or not dose.end_h > dose.start_h >= 0):
         raise ConfigError(f"{source}: [dose] kind = 'window' needs 0 <= start_h < end_h (hours after implant)")
-    sim = _build(SimulationInput, data.get("simulation"), f"{source}: [simulation]",
-                 histories=lambda v, w: int(_positive(v, w, False)),
-                 batch_histories=lambda v, w: int(_positive(v, w, False)),
-                 target_uncertainty=lambda v, w: None if v in (None, 0) else (
-                     float(v) if isinstance(v, (int, float)) and 0 < v < 1 else
-                     (_ for _ in ()).throw(ConfigError(f"{w}: must be a fraction in (0, 1) (e.g. 0.02), got {v!r}"))),
-                 time_budget_s=_positive)
-    if sim.mode not in ("full", "superposition"):
-        raise ConfigError(f"{source}: [simulation].mode must be 'full' or 'superposition', got {sim.mode!r}")
-    if sim.engine not in ("auto", "array", "kernel"):
-        raise ConfigError(f"{source}: [simulation].engine must be auto, array or kernel, got {sim.engine!r}")
-    if isinstance(sim.threads, bool) or not isinstance(sim.threads, int) or sim.threads < 0:
-        raise ConfigError(f"{source}: [simulation].threads must be a whole number >= 0 (0: one per core), "
-                          f"got {sim.threads!r}")
-    if sim.backend not in ("auto", "numpy", "cupy"):
-        raise ConfigError(f"{source}: [simulation].backend must be auto, numpy or cupy, got {sim.backend!r}")
-    if not (isinstance(sim.seed, int) and sim.seed >= 0):
-        raise ConfigError(f"{source}: [simulation].seed must be an integer >= 0, got {sim.seed!r}")
-    if not (isinstance(sim.min_batches, int) and sim.min_batches >= 2):
-        raise ConfigError(f"{source}: [simulation].min_batches must be an integer >= 2, got {sim.min_batches!r}")
-    tg = _build(TG43Input, data.get("tg43"), f"{source}: [tg43]")
-    if not (isinstance(tg.subsamples, int) and 1 <= tg.subsamples <= 8):
-        raise ConfigError(f"{source}: [tg43].subsamples must be an integer 1..8, got {tg.subsamples!r}")
+    sim = _build(SimulationInput, data.get("simulation"), f"{source}: [simulation]", **SIMULATION_FIELDS)
+    check_simulation(sim, f"{source}: [simulation]")
+    tg = _build(TG43Input, data.get("tg43"), f"{source}: [tg43]", dataset=_name, gamma=_flag,
+                subsamples=lambda v, w: _whole(v, w, 1), gamma_max_points=lambda v, w: _whole(v, w, 1))
+    if tg.subsamples > 8:
+        raise ConfigError(f"{source}: [tg43].subsamples must be an integer 1..8, got {tg.subsamples}")
     if tg.formalism not in ("2D", "1D"):
         raise ConfigError(f"{source}: [tg43].formalism must be '2D' or '1D', got {tg.formalism!r}")
-    out = _build(OutputInput, data.get("output"), f"{source}: [output]")
-    return PatientRunConfig(ct=ct, plan=plan, calibration=calib, overrides=overrides, structures=st, dose=dose,
-                            simulation=sim, tg43=tg, output=out, source=source)
+    out = _build(OutputInput, data.get("output"), f"{source}: [output]",
+                 **{f.name: _flag for f in fields(OutputInput)})
+    mats = _build(MaterialsInput, data.get("materials"), f"{source}: [materials]",
+                  files=lambda v, w: _paths(base, v, w), egsnrc=lambda v, w: _paths(base, v, w))
+    cfg = PatientRunConfig(ct=ct, plan=plan, calibration=calib, overrides=overrides, structures=st, dose=dose,
+                           simulation=sim, tg43=tg, output=out, materials=mats, source=source)
+    if mats.files or mats.egsnrc or ct.media_aliases:
+        material_library(cfg)            # read and check the media now, before anything runs
+    return cfg
+
+
+def _axis(v, where: str) -> tuple[float, float, float]:
+    t = _triple(v, where)
+    for x in t:
+        _number(x, where)
+    if not any(t):
+        raise ConfigError(f"{where}: must be a non-zero direction, got {list(t)}")
+    return t
+
+
+def _target_uncertainty(v, where: str):
+    if v is None or (not isinstance(v, bool) and v == 0):
+        return None
+    if _number(v, where) <= 0 or v >= 1:
+        raise ConfigError(f"{where}: must be a fraction in (0, 1) (e.g. 0.02) or 0 (off), got {_plain(v)}")
+    return float(v)
+
+
+#: converters of the [simulation] keys (shared by the run file and the command-line overrides)
+SIMULATION_FIELDS = dict(
+    histories=lambda v, w: _whole(v, w, 1),
+    batch_histories=lambda v, w: _whole(v, w, 1),
+    min_batches=lambda v, w: _whole(v, w, 2),
+    target_uncertainty=_target_uncertainty,
+    time_budget_s=_positive_finite,
+    seed=lambda v, w: _whole(v, w, 0),
+    checkpoint_every_s=lambda v, w: _at_least(v, w, 0.0),
+    bank_size=lambda v, w: _whole(v, w, 0),
+    threads=lambda v, w: _whole(v, w, 0),
+)
+
+
+def check_simulation(sim: SimulationInput, where: str) -> None:
+    """Checks of ``[simulation]`` that involve choices (not numbers alone)."""
+    if sim.mode not in ("full", "superposition"):
+        raise ConfigError(f"{where}.mode must be 'full' or 'superposition', got {sim.mode!r}")
+    if sim.engine not in ("auto", "array", "kernel"):
+        raise ConfigError(f"{where}.engine must be auto, array or kernel, got {sim.engine!r}")
+    if sim.backend not in ("auto", "numpy", "cupy"):
+        raise ConfigError(f"{where}.backend must be auto, numpy or cupy, got {sim.backend!r}")
+    if sim.sk_source not in ("library", "compute"):
+        raise ConfigError(f"{where}.sk_source must be 'library' or 'compute', got {sim.sk_source!r}")
+
+
+def with_overrides(cfg: PatientRunConfig, **options) -> PatientRunConfig:
+    """``cfg`` with ``[simulation]`` values replaced by command-line options, checked as the run file's.
+
+    ``options`` maps ``[simulation]`` keys to values (None: not given); a message names the option
+    (``--histories``), e.g. for ``--histories 0``.
+    """
+    changes = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        flag = "--" + {"time_budget_s": "time-budget"}.get(key, key.replace("_", "-"))
+        conv = SIMULATION_FIELDS.get(key)
+        changes[key] = conv(value, flag) if conv is not None else value
+    if not changes:
+        return cfg
+    out = replace(cfg, simulation=replace(cfg.simulation, **changes))
+    check_simulation(out.simulation, "command line: [simulation]")
+    return out
 
 
 def load_run_config(path: str | Path) -> PatientRunConfig:

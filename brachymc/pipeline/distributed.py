@@ -135,9 +135,10 @@ def make_client(workers: int | None = None, scheduler: str | None = None, backen
                 tls_ca_file: str | None = None, tls_cert: str | None = None, tls_key: str | None = None):
     """A Dask client: connect to ``scheduler`` (with optional TLS) or start a local cluster.
 
-    Local clusters use one single-threaded worker process per requested worker (the transport
-    vectorises within a process); with ``backend="cupy"`` and dask-cuda installed, one worker per
-    GPU (``LocalCUDACluster``).
+    Local clusters use one worker process per requested worker, each running one batch at a time;
+    the kernel engine's CPU build there uses cores / workers OpenMP threads (``BRACHYMC_THREADS``,
+    unless ``TransportSettings.threads`` fixes them), so workers x threads = cores. With
+    ``backend="cupy"`` and dask-cuda installed: one worker per GPU (``LocalCUDACluster``).
     """
     try:
         from distributed import Client, LocalCluster
@@ -170,6 +171,10 @@ def make_client(workers: int | None = None, scheduler: str | None = None, backen
 
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
     env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    # the kernel engine's OpenMP threads: workers x threads = the cores of this machine
+    from brachymc.mc.kernel_engine import default_threads
+
+    env.setdefault("BRACHYMC_THREADS", str(max(1, default_threads() // workers)))
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     return Client(cluster)

@@ -4,9 +4,12 @@ Stages (:func:`run_patient`):
 
 1. **Inputs** (:func:`load_inputs`): CT (DICOM series, HDF5/NPZ volume or EGSnrc ``.egsphant``),
    seed plan (DICOM RT Plan, CSV or TOML), RTSTRUCT. Everything is read and checked before
-   anything is written: seeds inside the CT, matching frames of reference, known materials.
-2. **Calculation grid**: the CT grid, optionally cropped to the seeds' box plus a margin and
-   resampled to coarser voxels (mean HU).
+   anything is written or transported: finite positive numbers, seed centres inside the CT,
+   matching frames of reference, known materials, a target the grid resolves.
+2. **Calculation grid** (:mod:`brachymc.pipeline.grid`): the CT grid, optionally cropped to the
+   seeds' box plus a margin and resampled to coarser voxels (mean HU), padded with the adjacent
+   medium where a seed reaches past the CT edge. **ROIs** (:mod:`brachymc.pipeline.rois`): every
+   ROI is read, rasterised and classified (empty, outside the CT or the grid, partly covered).
 3. **Phantom** (:func:`build_phantom`): HU -> density and medium with the calibration; voxels inside
    the modelled seeds and streak artefacts around them get the surrounding tissue; contour
    overrides.
@@ -15,7 +18,8 @@ Stages (:func:`run_patient`):
    time budget, with checkpoints (:mod:`brachymc.pipeline.runner`).
 5. **Absolute dose**: dose per history -> Gy with the seeds' air-kerma strengths and S_K per
    history; total dose of a permanent implant (initial dose rate x T1/2 / ln 2) by default.
-6. **TG-43** dose of the same seeds on the same grid; comparison (ratios, gamma, DVH).
+6. **TG-43** dose of the same seeds on the same grid (and on the ROIs beyond it); comparison
+   (ratios, gamma, DVH metrics with their batch uncertainty, :mod:`brachymc.pipeline.metrics`).
 7. **Outputs** in ``out``: ``dose.h5``, ``rtdose.dcm``, ``dose.3ddose``, ``dvh.csv``,
    ``dvh.json``, figures, ``report.pdf``, ``summary.json``; each file written atomically.
 """
@@ -38,21 +42,25 @@ import numpy as np
 
 from brachymc import __version__
 from brachymc.backend import get_backend
-from brachymc.errors import BrachyMCError, ConfigError, GeometryError
+from brachymc.errors import BrachyMCError, ConfigError
 from brachymc.geometry.ct import CTVolume
 from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
 from brachymc.geometry.seed import SeedModel, load_builtin_seed
 from brachymc.geometry.seeded_phantom import SeededVoxelWorld, SeedPlacement, seed_volume_fraction
 from brachymc.files import atomic_path
-from brachymc.materials import MaterialLibrary, default_library
+from brachymc.materials import MaterialLibrary
 from brachymc.mc.physics import PhysicsSettings
 from brachymc.mc.tally import DoseTally, Estimate
 from brachymc.mc.transport import TransportSettings, make_transport
-from brachymc.pipeline.config import PatientRunConfig
-from brachymc.pipeline.runner import BatchRunResult, StopRule, run_batches
-from brachymc.sources.plan import SeedPlan
+from brachymc.pipeline.config import PatientRunConfig, material_library
+from brachymc.pipeline.grid import CalculationGrid, calculation_grid, seed_reach_cm
+from brachymc.pipeline.notes import Note, as_note
+from brachymc.pipeline.rois import RoiSet, evaluate_rois
+from brachymc.pipeline.runner import BatchGroups, BatchRunResult, StopRule, checkpoint_summary, run_batches
+from brachymc.pipeline.summary import dose_descriptions, json_safe, write_json
+from brachymc.sources.plan import SeedPlan, fmt_mm
 from brachymc.mc.air_kerma import air_kerma_per_history
-from brachymc.tg43.shipped import load_tg43_dataset
+from brachymc.tg43.shipped import brachymc_lambda, load_tg43_dataset
 from brachymc.sources.seed_source import SeedSetSource
 from brachymc.sources.strength import (GY_CM2_PER_H_PER_U, I125_HALF_LIFE_DAYS, decay_factor, mean_life_hours,
                                        window_dose)
@@ -67,6 +75,10 @@ TISSUE_CLASSES = {
     "adipose": ("adipose",),
     "lung/air": ("lung", "air"),
 }
+#: groups of batches for the jackknife uncertainty of DVH metrics
+DVH_BATCH_GROUPS = 10
+#: TG-43 point-seed pairs beyond which ROI voxels outside the grid get one point each, not s^3
+TG43_BEYOND_PAIRS = 100_000_000
 
 
 @dataclass
@@ -78,14 +90,18 @@ class PatientInputs:
     geometry: GridGeometry                 # calculation grid
     plan: SeedPlan
     model: SeedModel
-    structures: dict                       # name -> fractional mask on the calculation grid
+    structures: dict                       # ROI name -> fractional mask on the calculation grid (evaluated ROIs)
     structure_set: object | None
     frame_of_reference_uid: str
     patient_id: str
     patient_name: str
     study_instance_uid: str
     plan_uid: str
-    notes: list = field(default_factory=list)
+    notes: list = field(default_factory=list)          # Note (str) items
+    grid: CalculationGrid | None = None
+    rois: RoiSet = field(default_factory=RoiSet)
+    override_masks: dict = field(default_factory=dict)  # [[override]] roi -> mask (None: nothing to override)
+    plan_label: str = ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,8 +138,7 @@ def _read_plan(cfg: PatientRunConfig, library: MaterialLibrary) -> tuple[SeedPla
             plan = replace(plan, model=pc.model)
     else:
         raise ConfigError(f"{f}: unknown plan format {suffix!r} (DICOM RT Plan .dcm, .csv or .toml)")
-    if not np.any(plan.sk_U > 0):
-        raise ConfigError(f"{f}: every seed has zero air-kerma strength")
+    check_plan(plan, str(f))
     return plan, plan_uid
 
 
@@ -142,13 +157,35 @@ def _plan_from_ct(cfg: PatientRunConfig, ct: CTVolume | None, library: MaterialL
     res = find_seeds(ct, model=pc.model or "oncoseed_6711", expected=pc.expected, library=library)
     plan = res.to_plan(sk_U=sk, model=pc.model or "oncoseed_6711")
     d = res.report_dict()
-    notes.append(f"seeds found automatically in the CT: {res.n_seeds} seeds ({d['clusters_split']} clusters split)"
-                 + (f", {pc.expected} expected" if pc.expected else "")
-                 + (f"; doubtful: " + "; ".join(f"#{x['seed']} at {tuple(x['position_mm'])} mm ({', '.join(x['why'])})"
-                                                for x in d["doubtful"]) if d["doubtful"] else "; none doubtful"))
-    notes.extend(f"other metal in the CT (not seeds) at {tuple(m['centroid_mm'])} mm: {m['reason']}"
-                 for m in d["other_metal"])
-    return replace(plan, source=f"{ct.source} (seeds found in the CT)")
+    text = (f"seeds found automatically in the CT: {res.n_seeds} seeds ({d['clusters_split']} clusters split)"
+            + (f", {pc.expected} expected" if pc.expected else "")
+            + ("; doubtful: " + "; ".join(f"#{x['seed']} at {tuple(x['position_mm'])} mm ({', '.join(x['why'])})"
+                                          for x in d["doubtful"]) if d["doubtful"] else "; none doubtful"))
+    notes.append(Note("seeds_from_ct", text, {"seed_finding": d}, level="warning" if d["doubtful"] else "info"))
+    notes.extend(Note("other_metal", f"other metal in the CT (not seeds) at {tuple(m['centroid_mm'])} mm: {m['reason']}",
+                      m) for m in d["other_metal"])
+    plan = replace(plan, source=f"{ct.source} (seeds found in the CT)")
+    check_plan(plan, plan.source)
+    return plan
+
+
+def check_plan(plan: SeedPlan, where: str) -> None:
+    """Finite positions, finite non-zero directions and positive finite strengths (seeds 1-based, mm)."""
+    p = np.asarray(plan.positions_cm, float)
+    bad = np.flatnonzero(~np.all(np.isfinite(p), axis=1))
+    if bad.size:
+        raise ConfigError(f"{where}: seed {bad[0] + 1}: position {fmt_mm(p[bad[0]])} mm is not finite")
+    d = np.asarray(plan.directions, float)
+    n = np.linalg.norm(d, axis=1)
+    bad = np.flatnonzero(~np.isfinite(n) | (n == 0))
+    if bad.size:
+        raise ConfigError(f"{where}: seed {bad[0] + 1}: direction ({', '.join(f'{float(v):g}' for v in d[bad[0]])}) "
+                          "is not a finite non-zero vector")
+    sk = np.asarray(plan.sk_U, float)
+    bad = np.flatnonzero(~np.isfinite(sk) | ~(sk > 0))
+    if bad.size:
+        raise ConfigError(f"{where}: seed {bad[0] + 1}: air-kerma strength must be > 0 U, got {float(sk[bad[0]]):g}"
+                          + (f" ({bad.size} seeds)" if bad.size > 1 else ""))
 
 
 def _read_ct(cfg: PatientRunConfig, library: MaterialLibrary):
@@ -172,116 +209,71 @@ def _read_ct(cfg: PatientRunConfig, library: MaterialLibrary):
     return None, read_egsphant(c.egsphant, library)
 
 
-def _crop_box(geometry: GridGeometry, lo_cm: np.ndarray, hi_cm: np.ndarray) -> tuple[slice, slice, slice]:
-    """Index slices (z, y, x) of the voxels meeting the box [lo, hi] (cm)."""
-    o, s = np.array(geometry.origin), np.array(geometry.spacing)
-    n = np.array([geometry.nx, geometry.ny, geometry.nz])
-    i0 = np.clip(np.floor((lo_cm - o) / s).astype(int), 0, n - 1)
-    i1 = np.clip(np.ceil((hi_cm - o) / s).astype(int), i0 + 1, n)
-    return slice(int(i0[2]), int(i1[2])), slice(int(i0[1]), int(i1[1])), slice(int(i0[0]), int(i1[0]))
-
-
-def _sub_geometry(g: GridGeometry, sl) -> GridGeometry:
-    z, y, x = sl
-    return GridGeometry(shape=(int(z.stop - z.start), int(y.stop - y.start), int(x.stop - x.start)),
-                        spacing=g.spacing,
-                        origin=(float(g.origin[0] + x.start * g.spacing[0]), float(g.origin[1] + y.start * g.spacing[1]),
-                                float(g.origin[2] + z.start * g.spacing[2])))
-
-
-def check_seeds_inside(plan: SeedPlan, model: SeedModel, geometry: GridGeometry, where: str) -> None:
-    """Every seed must lie entirely inside the grid; the error names the seeds that do not."""
-    zlo, zhi, rs = model.bounds()
-    reach = float(np.sqrt(max(zlo * zlo, zhi * zhi) + rs * rs))
-    lo, hi = np.array(geometry.origin), np.array(geometry.upper)
-    p = plan.positions_cm
-    bad = np.flatnonzero(np.any(p - reach < lo, axis=1) | np.any(p + reach > hi, axis=1))
-    if bad.size:
-        first = ", ".join(f"#{i + 1} at {tuple(np.round(10 * p[i], 1))} mm" for i in bad[:5])
-        raise GeometryError(
-            f"{where}: {bad.size} seed(s) outside the CT volume ({first}{' ...' if bad.size > 5 else ''}); CT spans "
-            f"x {10 * lo[0]:.1f}..{10 * hi[0]:.1f}, y {10 * lo[1]:.1f}..{10 * hi[1]:.1f}, "
-            f"z {10 * lo[2]:.1f}..{10 * hi[2]:.1f} mm (DICOM patient coordinates)")
-
-
 def load_inputs(cfg: PatientRunConfig, library: MaterialLibrary | None = None) -> PatientInputs:
     """Read and check CT, plan and structures; build the calculation grid. Writes nothing."""
-    library = library or default_library()
-    notes: list[str] = []
+    library = library or material_library(cfg)
     ct, phantom_in = _read_ct(cfg, library)
+    plan_notes: list = []
     if cfg.plan.from_ct:
-        plan, plan_uid = _plan_from_ct(cfg, ct, library, notes), ""
+        plan, plan_uid = _plan_from_ct(cfg, ct, library, plan_notes), ""
     else:
         plan, plan_uid = _read_plan(cfg, library)
     try:
         model = load_builtin_seed(plan.model, library)
     except (BrachyMCError, FileNotFoundError, KeyError) as exc:
         raise ConfigError(f"{cfg.plan.file}: seed model {plan.model!r}: {exc}") from None
-    full_geom = ct.geometry if ct is not None else phantom_in.geometry
-    check_seeds_inside(plan, model, full_geom, f"{cfg.plan.file}")
     frame = ct.frame_of_reference_uid if ct is not None else ""
     plan_frame = str(plan.notes.get("frame_of_reference_uid", "") or "")
     if frame and plan_frame and plan_frame != frame:
         raise ConfigError(f"{cfg.plan.file}: FrameOfReferenceUID {plan_frame} differs from the CT's {frame}")
+    ct_file = str(cfg.ct.dicom or cfg.ct.volume or cfg.ct.egsphant)
+    grid = calculation_grid(ct, phantom_in, plan.positions_cm, seed_reach_cm(model),
+                            crop_margin_mm=cfg.ct.crop_margin_mm, calculation_voxel_mm=cfg.ct.calculation_voxel_mm,
+                            source=cfg.source, ct_file=ct_file, plan_file=str(cfg.plan.file))
+    notes: list = plan_notes + list(grid.notes)
+    ct, phantom_in, geom = grid.ct, grid.phantom, grid.geometry
 
-    # calculation grid: crop, then resample
-    geom = full_geom
-    if cfg.ct.crop_margin_mm is not None:
-        m = cfg.ct.crop_margin_mm / 10.0
-        sl = _crop_box(full_geom, plan.positions_cm.min(0) - m, plan.positions_cm.max(0) + m)
-        geom = _sub_geometry(full_geom, sl)
-        if ct is not None:
-            ct = replace(ct, hu=np.ascontiguousarray(ct.hu[sl]), geometry=geom)
-        else:
-            phantom_in = VoxelPhantom(geom, phantom_in.materials, np.ascontiguousarray(phantom_in.material_index[sl]),
-                                      np.ascontiguousarray(phantom_in.density[sl]))
-        notes.append(f"calculation grid cropped to the seeds +/- {cfg.ct.crop_margin_mm:g} mm: {geom.shape} voxels")
-    if cfg.ct.calculation_voxel_mm is not None:
-        if ct is None:
-            raise ConfigError(f"{cfg.source}: [ct].calculation_voxel_mm needs a CT (HU) input, not an egsphant phantom")
-        from brachymc.geometry.resample import resample_ct
-
-        ct = resample_ct(ct, tuple(v / 10.0 for v in cfg.ct.calculation_voxel_mm))
-        geom = ct.geometry
-        notes.append(f"CT resampled to {cfg.ct.calculation_voxel_mm} mm voxels (mean HU): {geom.shape}")
-    check_seeds_inside(plan, model, geom, f"{cfg.plan.file} (calculation grid)")
-
-    structures: dict[str, np.ndarray] = {}
-    sset = None
-    if cfg.structures.rtstruct is not None:
-        from brachymc.geometry.structures import structure_masks
+    rois, sset = RoiSet(), None
+    st = cfg.structures
+    if st.rtstruct is not None:
         from brachymc.io.dicom_rtstruct import read_rtstruct
 
-        if not cfg.structures.rtstruct.is_file():
-            raise ConfigError(f"{cfg.source}: [structures].rtstruct {cfg.structures.rtstruct} does not exist")
-        sset = read_rtstruct(cfg.structures.rtstruct, frame_of_reference_uid=frame or None)
-        structures = structure_masks(sset, geom, subsamples=cfg.structures.subsamples)
-        names = {n.lower(): n for n in structures}
-        for what, name in (("target", cfg.structures.target), ("cord", cfg.structures.cord)):
-            if name and name.lower() not in names:
-                raise ConfigError(f"{cfg.structures.rtstruct}: no ROI named {name!r} ([structures].{what}); "
-                                  f"ROIs: {', '.join(structures) or 'none'}")
+        if not st.rtstruct.is_file():
+            raise ConfigError(f"{cfg.source}: [structures].rtstruct {st.rtstruct} does not exist")
+        sset = read_rtstruct(st.rtstruct, frame_of_reference_uid=frame or None)
+        rois = evaluate_rois(sset, geom, grid.ct_geometry, rois=st.rois, exclude=st.exclude, target=st.target,
+                             cord=st.cord, also=[o.roi for o in cfg.overrides], subsamples=st.subsamples,
+                             source=cfg.source, rtstruct=str(st.rtstruct))
+        notes += rois.notes
+    override_masks = {}
     for o in cfg.overrides:
-        if o.roi.lower() not in {n.lower() for n in structures}:
+        r = rois.find(o.roi)
+        if r is None:
             raise ConfigError(f"{cfg.source}: [[override]] roi {o.roi!r} is not in the structure set "
-                              f"({', '.join(structures) or 'no RTSTRUCT given'})")
+                              f"({', '.join(rois.rois) or 'no RTSTRUCT given'})")
         library[o.material]      # unknown material -> MaterialError naming it
+        m = r.mask if r.mask is not None and np.any(r.mask >= 0.5) else None
+        override_masks[o.roi] = m
+        if m is None:
+            notes.append(Note("override_empty", f"[[override]] roi {o.roi!r}: the ROI has no voxel on the calculation "
+                              "grid; nothing overridden", {"roi": r.name}, level="warning"))
+    if st.target is None and cfg.simulation.target_uncertainty is not None and st.rtstruct is not None:
+        notes.append(Note("no_target", "no [structures].target: the run stops at the history limit or the time "
+                          "budget, not at a target uncertainty", level="warning"))
+    structures = {n: r.mask for n, r in rois.on_grid().items()}
     return PatientInputs(
         ct=ct, phantom_in=phantom_in, geometry=geom, plan=plan, model=model, structures=structures,
         structure_set=sset, frame_of_reference_uid=frame,
         patient_id=getattr(ct, "patient_id", "") if ct is not None else "",
         patient_name=getattr(ct, "patient_name", "") if ct is not None else "",
         study_instance_uid=getattr(ct, "study_instance_uid", "") if ct is not None else "",
-        plan_uid=plan_uid, notes=notes)
+        plan_uid=plan_uid, notes=notes, grid=grid, rois=rois, override_masks=override_masks,
+        plan_label=str(plan.notes.get("plan_label", "") or ""))
 
 
 def _structure(inputs: PatientInputs, name: str | None) -> np.ndarray | None:
-    if not name:
-        return None
-    for k, v in inputs.structures.items():
-        if k.lower() == name.lower():
-            return v
-    return None
+    r = inputs.rois.find(name)
+    return r.mask if r is not None and r.on_grid else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,16 +298,20 @@ def build_phantom(cfg: PatientRunConfig, inputs: PatientInputs, library: Materia
         artefact = ArtefactCorrection(radius_cm=cfg.calibration.artefact_radius_mm / 10.0,
                                       hu_threshold_high=cfg.calibration.artefact_hu_high,
                                       hu_threshold_low=cfg.calibration.artefact_hu_low)
-    overrides = [Override(mask=_structure(inputs, o.roi) >= 0.5, material=o.material, density=o.density,
-                          label=f"ROI {o.roi}") for o in cfg.overrides]
+    overrides = [Override(mask=inputs.override_masks[o.roi] >= 0.5, material=o.material, density=o.density,
+                          label=f"ROI {o.roi}") for o in cfg.overrides if inputs.override_masks.get(o.roi) is not None]
     return ct_to_phantom(inputs.ct, cal, library, overrides=overrides, seed_mask=seed_mask, artefact=artefact,
                          seed_centers_cm=inputs.plan.positions_cm)
 
 
 # ---------------------------------------------------------------------------------------------
-def _fingerprint(cfg: PatientRunConfig, inputs: PatientInputs, phantom: VoxelPhantom) -> str:
-    """What a checkpoint must match: phantom, seeds, strengths and the settings that shape a batch."""
+def _fingerprint(cfg: PatientRunConfig, inputs: PatientInputs, phantom: VoxelPhantom,
+                 groups: BatchGroups | None = None) -> str:
+    """What a checkpoint must match: phantom, seeds, strengths, the settings that shape a batch and
+    the voxels whose batch groups are kept."""
     h = hashlib.sha256()
+    if groups is not None:
+        h.update(groups.index_host.tobytes())
     for a in (phantom.material_index, phantom.density, inputs.plan.positions_cm, inputs.plan.directions,
               inputs.plan.sk_at_implant()):
         h.update(np.ascontiguousarray(a).tobytes())
@@ -367,10 +363,10 @@ def _tissue_classes(phantom: VoxelPhantom, scored: np.ndarray, inputs: PatientIn
             w = np.isin(phantom.material_index, ids) & scored
             if w.any():
                 out[cls] = w.astype(np.float32)
-    for label, name in (("GTV", cfg.structures.target), ("spinal cord", cfg.structures.cord)):
+    for name in (inputs.rois.target, inputs.rois.cord):      # named as in the structure set
         m = _structure(inputs, name)
-        if m is not None:
-            out[label] = (m * scored).astype(np.float32)
+        if m is not None and name not in out:
+            out[name] = (m * scored).astype(np.float32)
     return out
 
 
@@ -411,23 +407,82 @@ def tg43_voxel_mean(dataset, positions_cm, directions, sk_U, geometry: GridGeome
         return np.where(cnt > 0, acc / np.maximum(cnt, 1), np.nan)
 
 
+def check_output_folder(out: Path, resume: bool) -> None:
+    """``--out`` must be a folder (or not exist yet); ``--resume`` needs its checkpoint; a checkpoint
+    left by an interrupted run is never overwritten silently."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder; name a folder for the outputs")
+    ckpt = out / "checkpoint.h5"
+    if resume and not ckpt.is_file():
+        raise ConfigError(f"--resume: nothing to resume in {out} (no checkpoint.h5: it exists only while a run is "
+                          "unfinished and is removed when the outputs are written); run without --resume")
+    if ckpt.exists() and not resume:
+        raise ConfigError(f"{ckpt} exists from an earlier run: pass --resume to continue it or remove it")
+
+
+def _tg43_beyond(inputs: PatientInputs, ds, sk_now, cfg: PatientRunConfig, gy_per_cgy_h: float):
+    """TG-43 dose (Gy) at the voxels of ROIs beyond the calculation grid; and notes."""
+    from brachymc.tg43.dose import dose_rate_at_points
+
+    out, notes = {}, []
+    todo = {n: r for n, r in inputs.rois.with_dvh().items() if r.outside_points_cm is not None}
+    if not todo:
+        return out, notes
+    n_pts = sum(len(r.outside_points_cm) for r in todo.values())
+    s = int(cfg.tg43.subsamples)
+    if n_pts * inputs.plan.n_seeds * s ** 3 > TG43_BEYOND_PAIRS:
+        s = 1
+        notes.append(Note("tg43_beyond_points", f"TG-43 beyond the calculation grid: one point per voxel "
+                          f"({n_pts:,} voxels of ROIs outside the grid)", {"voxels": n_pts}))
+    sp = np.asarray(inputs.geometry.spacing)
+    offs = (np.arange(s) + 0.5) / s - 0.5
+    shifts = [np.array([a, b, c]) * sp for a in offs for b in offs for c in offs]
+    for name, r in todo.items():
+        acc = np.zeros(len(r.outside_points_cm))
+        cnt = np.zeros(len(r.outside_points_cm))
+        for sh in shifts:
+            v = dose_rate_at_points(ds, inputs.plan.positions_cm, inputs.plan.directions, sk_now,
+                                    r.outside_points_cm + sh, cfg.tg43.formalism)
+            ok = np.isfinite(v)
+            acc += np.where(ok, v, 0.0)
+            cnt += ok
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[name] = np.where(cnt > 0, acc / np.maximum(cnt, 1), np.nan) * gy_per_cgy_h
+    return out, notes
+
+
 def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, progress: bool = True,
-                library: MaterialLibrary | None = None, on_batch=None, echo=print, client=None) -> PatientResult:
+                library: MaterialLibrary | None = None, on_batch=None, echo=print, client=None,
+                clock=time.perf_counter) -> PatientResult:
     """Run the whole pipeline (see the module docstring) and write the outputs to ``out``.
 
-    ``client``: a Dask ``distributed.Client``; batches then run on its workers
-    (:mod:`brachymc.pipeline.distributed`) with the same result as in-process.
+    Everything that can fail on the inputs fails before the first batch is transported, and
+    nothing is written to ``out`` before then. ``client``: a Dask ``distributed.Client``; batches
+    then run on its workers (:mod:`brachymc.pipeline.distributed`) with the same result as
+    in-process. ``clock``: seconds counter of the time budget (tests pass a deterministic one).
     """
     t_start = time.perf_counter()
-    library = library or default_library()
+    stages: dict[str, float] = {}          # wall time of each stage (s), for the summary
+    mark = [t_start]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        stages[name] = round(now - mark[0], 3)
+        mark[0] = now
+
+    library = library or material_library(cfg)
     out = Path(out)
+    check_output_folder(out, resume)
     inputs = load_inputs(cfg, library)
     phantom, conv = build_phantom(cfg, inputs, library)
+    lap("inputs")
     if cfg.dose.dose_to_water and "water" not in phantom.material_names():
         phantom = VoxelPhantom(phantom.geometry, phantom.materials + (library["water"],), phantom.material_index,
                                phantom.density)
     s = cfg.simulation
     backend = get_backend(s.backend)
+    ds = load_tg43_dataset(inputs.model.key, cfg.tg43.dataset)
+    own_lambda = brachymc_lambda(inputs.model.key)
     world = SeededVoxelWorld(phantom, inputs.model, placements_of(inputs.plan), library, backend, mode=s.mode,
                              volume_samples=100_000)
     from brachymc.mc.tables_cache import load_or_build_tables
@@ -441,22 +496,48 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
     sk_hist = air_kerma_per_history(inputs.model, s.sk_source, backend=s.backend)
     quantities = ("dose",) + (("dose_water",) if cfg.dose.dose_to_water else ())
     tally = DoseTally(backend, phantom.geometry.shape, world.score_volume, quantities)
-    target = _structure(inputs, cfg.structures.target)
     scored = ~world.mask
+    target = _structure(inputs, inputs.rois.target)
     target_region = None if target is None else (target >= 0.5) & scored
-    tu = s.target_uncertainty if target_region is not None and target_region.any() else None
-    if s.target_uncertainty is not None and tu is None:
-        inputs.notes.append("no target structure: the run stops at the history limit or the time budget")
-    rule = StopRule(max_histories=max(s.histories, s.min_batches * s.batch_histories),
+    if target_region is not None and not target_region.any():
+        raise ConfigError(f"{cfg.structures.rtstruct}: the target {inputs.rois.target!r} has no calculation voxel at "
+                          "least half inside it outside the seeds; use smaller [ct].calculation_voxel_mm")
+    tu = s.target_uncertainty if target_region is not None else None
+    if s.target_uncertainty is not None and tu is None and not any(getattr(n, "code", "") == "no_target"
+                                                                   for n in inputs.notes):
+        inputs.notes.append(Note("no_target", "no target structure: the run stops at the history limit or the time "
+                                 "budget, not at a target uncertainty", level="warning"))
+    union = np.zeros(phantom.geometry.n_voxels, dtype=bool)
+    for r in inputs.rois.on_grid().values():
+        union |= (r.mask * scored).reshape(-1) > 0
+    groups = (BatchGroups(backend, phantom.geometry.shape, world.score_volume, np.flatnonzero(union),
+                          DVH_BATCH_GROUPS) if union.any() else None)
+    min_hist = s.min_batches * s.batch_histories
+    if s.histories < min_hist:
+        inputs.notes.append(Note("histories_raised", f"[simulation] histories = {s.histories:,} is less than min_batches "
+                                 f"x batch_histories: the run transports at least {min_hist:,}",
+                                 {"histories": s.histories, "minimum": min_hist}, level="warning"))
+    rule = StopRule(max_histories=max(s.histories, min_hist),
                     batch_histories=s.batch_histories, min_batches=s.min_batches, target_rel_unc=tu,
                     time_budget_s=s.time_budget_s, checkpoint_every_s=s.checkpoint_every_s)
-    fp = _fingerprint(cfg, inputs, phantom)
-    out.mkdir(parents=True, exist_ok=True)
+    fp = _fingerprint(cfg, inputs, phantom, groups)
     ckpt = out / "checkpoint.h5"
-    if ckpt.exists() and not resume:
-        raise ConfigError(f"{ckpt} exists from an earlier run: pass --resume to continue it or remove it")
-    echo(f"brachymc run: {inputs.plan.n_seeds} seeds ({inputs.model.key}), grid {phantom.geometry.shape} "
-         f"voxels of {tuple(round(10 * v, 3) for v in phantom.geometry.spacing)} mm, backend {backend.name}")
+    g = phantom.geometry
+    engine = transport.describe()
+    echo(f"brachymc run: {inputs.plan.n_seeds} seeds ({inputs.model.key}), grid {g.shape[2]} x {g.shape[1]} x "
+         f"{g.shape[0]} voxels of {' x '.join(f'{10 * v:g}' for v in g.spacing)} mm, backend {backend.name}, "
+         f"{engine['engine']} engine" + (f" ({engine['build']})" if "build" in engine else ""))
+    for n in inputs.notes:
+        if getattr(n, "level", "info") == "warning":
+            echo(f"  note: {n}")
+    if resume:
+        info = checkpoint_summary(ckpt)
+        if info["stopped_by"]:
+            echo(f"  resuming {ckpt}: {info['batches']} batches ({info['histories']:,} histories) done and the run had "
+                 f"stopped ({info['stopped_by']}); no more transport, writing the outputs")
+        else:
+            echo(f"  resuming {ckpt}: {info['batches']} batches ({info['histories']:,} histories) done; continuing "
+                 f"with batch {info['batches'] + 1}")
     executor = None
     if client is not None:
         from brachymc.pipeline.distributed import BatchProblem, DaskExecutor
@@ -467,9 +548,12 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
                                volume_samples=100_000, quantities=default_quantities(tally))
         executor = DaskExecutor(client, problem, s.batch_histories, s.seed)
         echo(f"  batches on Dask: {len(client.scheduler_info().get('workers', {}))} workers")
-    run = run_batches(transport, source, tally, rule, s.seed, target_region=target_region if tu else None,
+    out.mkdir(parents=True, exist_ok=True)
+    lap("setup")
+    run = run_batches(transport, source, tally, rule, s.seed, target_region=target_region,
                       checkpoint=ckpt, resume=resume, fingerprint=fp, progress=progress, on_batch=on_batch,
-                      executor=executor)
+                      executor=executor, groups=groups, clock=clock)
+    lap("transport")
 
     # ---- absolute dose
     factor, unit = _dose_factor(cfg, float(sk_now.sum()), sk_hist.value)
@@ -480,23 +564,29 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
     if cfg.dose.dose_to_water:
         dose_w = np.where(scored, tally.estimate("dose_water").mean * factor, 0.0)
     # ---- TG-43 on the same grid: voxel means of s^3 points (NaN where no point is outside the seeds)
-    ds = load_tg43_dataset(inputs.model.key, cfg.tg43.dataset)
-    g = phantom.geometry
     rate_cgy_h = tg43_voxel_mean(ds, inputs.plan.positions_cm, inputs.plan.directions, sk_now, g,
                                  cfg.tg43.formalism, cfg.tg43.subsamples)
     tg_factor, _ = _dose_factor(cfg, 1.0, GY_CM2_PER_H_PER_U)       # Gy per (Gy/h initial rate)
     tg43 = np.where(scored, rate_cgy_h * 0.01 * tg_factor, np.nan)
+    tg43_beyond, beyond_notes = _tg43_beyond(inputs, ds, sk_now, cfg, 0.01 * tg_factor)
+    inputs.notes.extend(beyond_notes)
+    lap("tg43")
 
     # ---- comparison
-    from brachymc.compare import dvh_comparison, gamma_pass_rates, ratio_by_tissue
+    from brachymc.compare import gamma_pass_rates, ratio_by_tissue
+    from brachymc.pipeline.metrics import roi_dvh_curves, roi_metrics
 
     # a prescription (Gy) applies to total or window doses, not to a dose rate
     rx = cfg.dose.prescription_gy if cfg.dose.kind != "rate" else None
     if cfg.dose.kind == "rate" and cfg.dose.prescription_gy:
-        inputs.notes.append("dose kind 'rate': the prescription is not applied to dose rates (no V100, isodoses "
-                            "relative to the maximum)")
-    weights = {n: (m * scored).astype(np.float32) for n, m in inputs.structures.items()}
-    metrics = dvh_comparison(dose, tg43, weights, g.voxel_volume, rx) if weights else {}
+        inputs.notes.append(Note("rate_no_prescription", "dose kind 'rate': the prescription is not applied to dose "
+                                 "rates (no V100, isodoses relative to the maximum)"))
+    loo = [d * factor for d in groups.leave_one_out()] if groups is not None else None
+    metrics, metric_notes = roi_metrics(inputs.rois, dose, tg43, scored, g.voxel_volume, rx, loo_doses=loo,
+                                        loo_index=groups.index_host if groups is not None else None,
+                                        tg43_beyond=tg43_beyond)
+    inputs.notes.extend(metric_notes)
+    curves = roi_dvh_curves(inputs.rois, dose, tg43, scored, g.voxel_volume, tg43_beyond)
     classes = _tissue_classes(phantom, scored, inputs, cfg)
     rel_unc = np.where(dose > 0, unc / np.where(dose > 0, dose, 1.0), np.nan)
     ratios = ratio_by_tissue(dose, tg43, classes, min_dose_gy=(0.1 * rx if rx else None), mc_rel_unc=rel_unc,
@@ -512,63 +602,96 @@ def run_patient(cfg: PatientRunConfig, out: str | Path, resume: bool = False, pr
     if target_region is not None and target_region.any():
         rel = est.rel_uncertainty[target_region]
         target_unc = float(np.nanmean(np.where(np.isfinite(rel), rel, 1.0)))
-    summary = {
+    lap("comparison")
+    summary = _summary(cfg, inputs, phantom, conv, backend, run, sk_now, sk_hist, unit, rx, target_unc, tu, ds,
+                       own_lambda, metrics, gam, ratios)
+    summary["transport"] = engine
+    summary["stage_times_s"] = stages
+    outputs = write_outputs(cfg, out, inputs, phantom, dose, unc, dose_w, tg43, ~scored, est, factor, summary, curves)
+    lap("outputs")
+    summary["outputs"] = sorted(Path(p).name for p in outputs.values()) + ["summary.json"]
+    summary["total_time_s"] = time.perf_counter() - t_start
+    write_json(out / "summary.json", summary)
+    ckpt.unlink(missing_ok=True)      # the run is complete: outputs hold everything
+    return PatientResult(g, dose, unc, dose_w, tg43, ~scored, phantom, inputs.structures, metrics, gam, ratios, run,
+                         json_safe(summary), outputs)
+
+
+def _summary(cfg, inputs: PatientInputs, phantom, conv, backend, run: BatchRunResult, sk_now, sk_hist, unit, rx,
+             target_unc, tu, ds, own_lambda, metrics, gam, ratios) -> dict:
+    s = cfg.simulation
+    plan = inputs.plan
+    resumed = {"resumed": run.resumed_from > 0, "checkpoint_batches": run.resumed_from,
+               "continued_from_batch": (run.resumed_from + 1) if run.resumed_from and not run.resumed_after_stop
+               else None, "checkpoint_had_stopped": run.resumed_after_stop}
+    ct_table = ({**{o.label: {"material": o.material, "voxels": o.voxels, "changed": o.changed}
+                    for o in conv.overrides},
+                 "seed voxels": {"material": "surrounding tissue", "voxels": conv.seed_voxels},
+                 "streak voxels": {"material": "surrounding tissue", "voxels": conv.artefact_voxels}}
+                if conv is not None else {})
+    return {
+        "software": {"name": "brachymc", "version": __version__},
         "version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": cfg.source, "device": backend.device_name if hasattr(backend, "device_name") else backend.name,
-        "host": platform.node(), "backend": backend.name, "n_seeds": inputs.plan.n_seeds, "seed_model": inputs.model.key,
+        "host": platform.node(), "backend": backend.name,
+        "patient": {"id": inputs.patient_id, "name": inputs.patient_name,
+                    "study_instance_uid": inputs.study_instance_uid,
+                    "frame_of_reference_uid": inputs.frame_of_reference_uid},
+        "plan": {"file": str(cfg.plan.file), "label": inputs.plan_label, "uid": inputs.plan_uid,
+                 "n_seeds": plan.n_seeds, "seed_model": inputs.model.key, "seed_model_name": inputs.model.name,
+                 "sk_total_U_at_implant": float(sk_now.sum()),
+                 "sk_per_seed_U_at_implant": [float(sk_now.min()), float(sk_now.max())],
+                 "reference_date": plan.reference_date, "implant_date": plan.implant_date,
+                 "orientation": plan.orientation},
+        "doses": dose_descriptions(dose_to_water=cfg.dose.dose_to_water, tg43_dataset=ds,
+                                   tg43_kind=cfg.tg43.dataset, formalism=cfg.tg43.formalism, own_lambda=own_lambda,
+                                   model_name=inputs.model.name, dose_unit=unit),
+        "grid": inputs.grid.describe() if inputs.grid is not None else {},
+        "statistics": {"histories": run.histories, "batches": run.batches, "batch_histories": s.batch_histories,
+                       "stopped_by": run.stopped_by, "target_roi": inputs.rois.target,
+                       "target_mean_rel_uncertainty": target_unc, "target_uncertainty_goal": tu,
+                       "time_budget_s": s.time_budget_s, "history_limit": max(s.histories, s.min_batches *
+                                                                               s.batch_histories),
+                       "transport_time_s": run.wall_time_s, "seed": s.seed,
+                       "dvh_uncertainty": f"delete-a-group jackknife over {DVH_BATCH_GROUPS} groups of batches",
+                       **resumed},
+        "rois": inputs.rois.to_json(), "target": inputs.rois.target, "cord": inputs.rois.cord,
+        "n_seeds": plan.n_seeds, "seed_model": inputs.model.key,
         "sk_total_U_at_implant": float(sk_now.sum()), "sk_per_history_Gy_cm2": sk_hist.value,
         "sk_per_history_rel_unc": sk_hist.rel_unc, "sk_provenance": sk_hist.provenance,
         "dose_kind": cfg.dose.kind, "dose_unit": unit, "prescription_gy": rx,
         "histories": run.histories, "batches": run.batches, "seed": s.seed, "stopped_by": run.stopped_by,
         "transport_time_s": run.wall_time_s, "histories_per_second": run.histories / max(run.wall_time_s, 1e-9),
         "target_mean_rel_uncertainty": target_unc, "target_uncertainty_goal": tu, "mode": s.mode,
-        "grid_shape_zyx": list(g.shape), "voxel_mm": [10 * v for v in g.spacing], "tg43_dataset": ds.source,
+        "grid_shape_zyx": list(phantom.geometry.shape), "voxel_mm": [10 * v for v in phantom.geometry.spacing],
+        "tg43_dataset": ds.source,
         "calibration": cfg.calibration.name if conv is not None else "egsphant media",
-        "conversion": conv.summary() if conv is not None else "", "notes": inputs.notes,
-        "ct_corrections_table": ({**{o.label: {"material": o.material, "voxels": o.voxels, "changed": o.changed}
-                                     for o in conv.overrides},
-                                  "seed voxels": {"material": "surrounding tissue", "voxels": conv.seed_voxels},
-                                  "streak voxels": {"material": "surrounding tissue", "voxels": conv.artefact_voxels}}
-                                 if conv is not None else {}),
+        "conversion": conv.summary() if conv is not None else "",
+        "notes": [as_note(n).to_json() for n in inputs.notes],
+        "ct_corrections_table": ct_table,
         "ct_corrections": ("; ".join(
             [f"{o.label} -> {o.material}: {o.voxels} voxels ({o.changed} changed)" for o in conv.overrides]
             + [f"seed voxels reassigned: {conv.seed_voxels}",
                f"streak voxels reassigned: {conv.artefact_voxels} (bright {conv.artefact_bright}, "
                f"dark {conv.artefact_dark})"]) if conv is not None else "egsphant input: none"),
-        "plan_notes": {k: str(v) for k, v in inputs.plan.notes.items()},
-        "seeds_from": "found automatically in the CT" if "seed_finding" in inputs.plan.notes else inputs.plan.source,
-        "seed_finding": inputs.plan.notes.get("seed_finding"),
+        "plan_notes": {k: str(v) for k, v in plan.notes.items()},
+        "seeds_from": "found automatically in the CT" if "seed_finding" in plan.notes else plan.source,
+        "seed_finding": plan.notes.get("seed_finding"),
         "metrics": metrics, "gamma": gam, "tissue_ratios": ratios, "resumed_from_batches": run.resumed_from,
     }
-    outputs = write_outputs(cfg, out, inputs, phantom, dose, unc, dose_w, tg43, ~scored, est, factor, summary)
-    summary["total_time_s"] = time.perf_counter() - t_start
-    _write_json(out / "summary.json", summary)
-    ckpt.unlink(missing_ok=True)      # the run is complete: outputs hold everything
-    return PatientResult(g, dose, unc, dose_w, tg43, ~scored, phantom, inputs.structures, metrics, gam, ratios, run,
-                         summary, outputs)
 
 
 # ---------------------------------------------------------------------------------------------
 # 7. outputs
-def _write_json(path: Path, data) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+def write_dvh_files(out: Path, curves: dict, metrics: dict) -> tuple[Path, Path]:
+    """``dvh.csv`` (cumulative DVH per ROI and calculation; LF line ends; each ROI binned at 1/1000 of
+    its own highest dose) and ``dvh.json`` (metrics and curves).
 
-
-def write_dvh_files(out: Path, dose: np.ndarray, tg43: np.ndarray, weights: dict, voxel_cc: float,
-                    metrics: dict) -> tuple[Path, Path]:
-    """``dvh.csv`` (cumulative DVH per ROI, MC and TG-43) and ``dvh.json`` (metrics and curves)."""
-    from brachymc.dvh import cumulative_dvh
-
-    curves = {}
-    dmax = max(float(np.max(dose)), float(np.max(tg43)), 1e-12)
-    bin_gy = dmax / 1000.0
-    for name, w in weights.items():
-        if not np.any(w > 0):
-            continue
-        curves[name] = {k: cumulative_dvh(name, d, w, voxel_cc, bin_gy) for k, d in (("mc", dose), ("tg43", tg43))}
+    Calculations: ``mc`` and ``tg43`` over the ROI's voxels on the calculation grid outside the
+    seeds; ``tg43_whole_roi`` over the whole ROI in the CT, where the grid covers only part of it.
+    """
     buf = io.StringIO()
-    wr = csv.writer(buf)
+    wr = csv.writer(buf, lineterminator="\n")
     wr.writerow(["roi", "calculation", "dose_Gy", "volume_cc", "volume_percent"])
     for name, c in curves.items():
         for k, h in c.items():
@@ -576,9 +699,10 @@ def write_dvh_files(out: Path, dose: np.ndarray, tg43: np.ndarray, weights: dict
                 wr.writerow([name, k, f"{d:.6g}", f"{v:.6g}", f"{p:.6g}"])
     p_csv, p_json = out / "dvh.csv", out / "dvh.json"
     with atomic_path(p_csv) as tmp:
-        tmp.write_text(buf.getvalue())
-    _write_json(p_json, {"metrics": metrics, "curves": {
-        n: {k: {"dose_Gy": h.dose, "volume_cc": h.volume_cc, "total_cc": h.total_cc} for k, h in c.items()}
+        tmp.write_bytes(buf.getvalue().encode())
+    write_json(p_json, {"metrics": metrics, "curves": {
+        n: {k: {"dose_Gy": h.dose, "volume_cc": h.volume_cc, "total_cc": h.total_cc,
+                "bin_Gy": float(h.dose[1] - h.dose[0]) if len(h.dose) > 1 else None} for k, h in c.items()}
         for n, c in curves.items()}})
     return p_csv, p_json
 
@@ -590,12 +714,15 @@ def write_patient_h5(path: Path, cfg: PatientRunConfig, inputs: PatientInputs, p
     g = phantom.geometry
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("dose", data=dose, **kw).attrs["units"] = summary["dose_unit"]
+        f["dose"].attrs["quantity"] = "Dm,m"
         f.create_dataset("dose_uncertainty", data=unc, **kw).attrs["units"] = summary["dose_unit"]
         f.create_dataset("dose_rel_uncertainty", data=est.rel_uncertainty.astype(np.float32), **kw)
         f.create_dataset("dose_per_history", data=est.mean, **kw).attrs["units"] = "Gy/history"
         if dose_w is not None:
             f.create_dataset("dose_water", data=dose_w, **kw).attrs["units"] = summary["dose_unit"]
+            f["dose_water"].attrs["quantity"] = "Dw,m"
         f.create_dataset("tg43", data=tg43, **kw).attrs["units"] = summary["dose_unit"]
+        f["tg43"].attrs["quantity"] = "Dw,w (TG-43)"
         from brachymc.compare import dose_difference_map, dose_ratio_map
 
         f.create_dataset("mc_over_tg43", data=dose_ratio_map(dose, tg43).astype(np.float32), **kw).attrs[
@@ -615,7 +742,13 @@ def write_patient_h5(path: Path, cfg: PatientRunConfig, inputs: PatientInputs, p
         gg.attrs["materials"] = json.dumps([m.name for m in phantom.materials])
         sg = f.create_group("structures")
         for n, m in inputs.structures.items():
-            sg.create_dataset(n, data=m.astype(np.float32), **kw)
+            ds = sg.create_dataset(n.replace("/", "_"), data=m.astype(np.float32), **kw)
+            r = inputs.rois.rois.get(n)
+            if r is not None:
+                ds.attrs["roi_name"] = n
+                ds.attrs["status"] = r.status
+                ds.attrs["color_rgb"] = np.asarray(r.color)
+                ds.attrs["covered_fraction"] = r.covered_fraction if r.covered_fraction is not None else np.nan
         pg = f.create_group("seeds")
         pg.create_dataset("positions_cm", data=inputs.plan.positions_cm)
         pg.create_dataset("directions", data=inputs.plan.directions)
@@ -623,81 +756,73 @@ def write_patient_h5(path: Path, cfg: PatientRunConfig, inputs: PatientInputs, p
         pg.attrs["model"] = inputs.model.key
         f.attrs["gy_per_gy_per_history"] = factor
         f.attrs["dose_quantity"] = "Dm,m (dose to medium in medium, kerma approximation)"
-        f.attrs["summary"] = json.dumps(summary, default=str)
+        f.attrs["summary"] = json.dumps(json_safe(summary), allow_nan=False)
         f.attrs["config_file"] = cfg.source
         f.attrs["config"] = json.dumps(asdict(cfg), default=str)
     return path
 
 
 def write_outputs(cfg: PatientRunConfig, out: Path, inputs: PatientInputs, phantom: VoxelPhantom, dose, unc, dose_w,
-                  tg43, mask, est: Estimate, factor: float, summary: dict) -> dict:
+                  tg43, mask, est: Estimate, factor: float, summary: dict, curves: dict | None = None) -> dict:
     g = phantom.geometry
     tg43_finite = np.nan_to_num(tg43, nan=0.0)
     paths = {"dose_h5": write_patient_h5(out / "dose.h5", cfg, inputs, phantom, dose, unc, dose_w, tg43, mask, est,
                                          factor, summary)}
-    weights = {n: (m * ~mask).astype(np.float32) for n, m in inputs.structures.items()}
-    if weights:
-        paths["dvh_csv"], paths["dvh_json"] = write_dvh_files(out, dose, tg43_finite, weights, g.voxel_volume,
-                                                               summary["metrics"])
+    if curves:
+        paths["dvh_csv"], paths["dvh_json"] = write_dvh_files(out, curves, summary["metrics"])
     if cfg.output.rtdose and cfg.dose.kind != "rate":
-        from brachymc.io.dicom_rtdose import DicomReference, write_rtdose
+        from brachymc.io.dicom_export import write_dose_set
+        from brachymc.io.dicom_rtdose import DicomReference
 
+        # patient, study and frame as in the CT; doses reference the input RT Plan, or an RT Plan of
+        # the seeds written beside them (CSV/TOML plans)
         ref = DicomReference(patient_id=inputs.patient_id, patient_name=inputs.patient_name,
                              study_instance_uid=inputs.study_instance_uid,
                              frame_of_reference_uid=inputs.frame_of_reference_uid,
-                             referenced_plan_uid=inputs.plan_uid)
-        paths["rtdose"] = write_rtdose(out / "rtdose.dcm", dose, g, ref)
+                             referenced_plan_uid=inputs.plan_uid,
+                             attributes=dict(getattr(inputs.ct, "dicom_attributes", None) or {}))
+        doses = {"rtdose": (dose, "brachymc Monte Carlo dose (Dm,m)")}
         if dose_w is not None:
-            paths["rtdose_water"] = write_rtdose(out / "rtdose_water.dcm", dose_w, g, ref,
-                                                 comment="brachymc Monte Carlo dose to water in medium (Dw,m)")
-        paths["rtdose_tg43"] = write_rtdose(out / "rtdose_tg43.dcm", np.nan_to_num(tg43, nan=0.0), g, ref,
-                                            comment="brachymc TG-43 dose (0 inside seeds)")
+            doses["rtdose_water"] = (dose_w, "brachymc Monte Carlo dose to water in medium (Dw,m)")
+        doses["rtdose_tg43"] = (np.nan_to_num(tg43, nan=0.0), "brachymc TG-43 dose (0 inside seeds)")
+        paths.update(write_dose_set(out, g, ref, doses, plan=None if inputs.plan_uid else inputs.plan))
     if cfg.output.threeddose:
         from brachymc.io.egsnrc import write_3ddose
 
         rel = np.where(dose > 0, unc / np.where(dose > 0, dose, 1.0), 0.0)
         paths["3ddose"] = write_3ddose(out / "dose.3ddose", dose, rel, g)
     if cfg.output.figures or cfg.output.report:
-        paths.update(_figures_and_report(cfg, out, inputs, dose, tg43_finite, weights, summary))
+        paths.update(_figures_and_report(cfg, out, inputs, dose, tg43_finite, ~mask, summary, curves or {}))
     return {k: str(v) for k, v in paths.items()}
 
 
-def _figures_and_report(cfg, out: Path, inputs: PatientInputs, dose, tg43, weights, summary) -> dict:
-    from brachymc.dvh import cumulative_dvh
+def _figures_and_report(cfg, out: Path, inputs: PatientInputs, dose, tg43, scored, summary, curves) -> dict:
     from brachymc.report import patient as rp
 
     g = inputs.geometry
     rx = (cfg.dose.prescription_gy if cfg.dose.kind != "rate" else None) or \
         float(np.percentile(dose[dose > 0], 99)) / 1.5
     hu = inputs.ct.hu if inputs.ct is not None else np.zeros(g.shape)
-    target = _structure(inputs, cfg.structures.target)
+    target = _structure(inputs, inputs.rois.target)
     if target is not None and target.sum() > 0:
         iz, iy, ix = np.nonzero(target >= 0.5)
         center = (g.centers(0)[int(np.median(ix))], g.centers(1)[int(np.median(iy))], g.centers(2)[int(np.median(iz))])
     else:
         center = tuple(np.median(inputs.plan.positions_cm, axis=0))
-    paths = {}
-    paths["fig_slices"] = rp.plot_slices(out / "slices.png", hu, g, dose, rx, weights, inputs.plan.positions_cm, center)
-    paths["fig_difference"] = rp.plot_difference(out / "mc_vs_tg43.png", hu, g, dose, tg43, center, prescription_gy=rx)
-    if weights:
-        dmax = max(float(dose.max()), float(tg43.max()), 1e-12)
-        dv = {n: (cumulative_dvh(n, dose, w, g.voxel_volume, dmax / 500), cumulative_dvh(n, tg43, w, g.voxel_volume,
-                                                                                        dmax / 500))
-              for n, w in weights.items() if np.any(w > 0)}
-        paths["fig_dvh"] = rp.plot_dvh(out / "dvh.png", dv, rx)
+    colours = {n: tuple(c / 255.0 for c in r.color) for n, r in inputs.rois.rois.items()}
+    weights = {n: (m * scored).astype(np.float32) for n, m in inputs.structures.items()}
+    figures = {}
+    figures["fig_slices"] = rp.plot_slices(out / "slices.png", hu, g, dose, rx, weights, inputs.plan.positions_cm,
+                                           center, colours=colours,
+                                           title="Monte Carlo dose (Dm,m) with isodoses, ROIs and seeds")
+    figures["fig_difference"] = rp.plot_difference(out / "mc_vs_tg43.png", hu, g, dose, tg43, center,
+                                                   prescription_gy=rx)
+    if curves:
+        figures["fig_dvh"] = rp.plot_dvh(out / "dvh.png", {n: (c.get("mc"), c.get("tg43"), c.get("tg43_whole_roi"))
+                                                           for n, c in curves.items()}, rx, colours=colours)
+    paths = dict(figures)
     if cfg.output.report:
-        settings = {k: summary[k] for k in ("histories", "batches", "seed", "backend", "device", "transport_time_s",
-                                            "target_mean_rel_uncertainty", "calibration", "seed_model", "dose_unit",
-                                            "n_seeds", "sk_total_U_at_implant", "stopped_by", "mode")}
-        if summary.get("seed_finding"):
-            sf = summary["seed_finding"]
-            settings["seeds"] = (f"found automatically in the CT: {sf['n_seeds']} seeds, {sf['clusters_split']} clusters "
-                                 f"split, {len(sf['doubtful'])} doubtful"
-                                 + "".join(f"; #{x['seed']} at {tuple(x['position_mm'])} mm" for x in sf["doubtful"]))
-        paths["report"] = rp.write_summary_pdf(
-            out / "report.pdf", title=f"brachymc patient dose — {inputs.patient_id or 'patient'}",
-            metrics_table=summary.get("ct_corrections_table") or None, metrics_heading="CT corrections (HU -> media)",
-            comparison=summary["metrics"],
-            gamma=summary["gamma"], tissue_ratios=summary["tissue_ratios"], settings=settings,
-            figures=[p for k, p in paths.items() if k.startswith("fig_")])
+        paths["report"] = rp.write_patient_report(out / "report.pdf", json_safe(summary),
+                                                  figures=[figures[k] for k in ("fig_slices", "fig_dvh",
+                                                                                "fig_difference") if k in figures])
     return paths

@@ -35,3 +35,20 @@ def load_tg43_dataset(model_key: str, kind: str = "tg43u1") -> TG43Dataset:
         raise ConfigError(f"no {kind} TG-43 dataset for seed model {model_key!r} (have: {', '.join(have) or 'none'}); "
                           "give a JSON file path instead")
     return TG43Dataset.from_json(p)
+
+
+def brachymc_lambda(model_key: str) -> tuple[float, float | None] | None:
+    """brachymc's own Monte Carlo dose-rate constant of a shipped model: (Lambda in cGy h-1 U-1,
+    its relative standard uncertainty or None); None when the model has no commissioning result."""
+    import json
+
+    p = tg43_dir() / f"{model_key}.brachymc.json"
+    if not p.is_file():
+        return None
+    try:
+        d = json.loads(p.read_text())
+        lam = float(d["lambda_cGy_per_h_per_U"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{p}: no dose-rate constant ({exc})") from None
+    unc = d.get("lambda_rel_unc")
+    return lam, float(unc) if unc is not None else None

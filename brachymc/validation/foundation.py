@@ -1,6 +1,8 @@
 """Foundation checks of the physics data and the transport, printed as Markdown tables.
 
-    python -m brachymc.validation.foundation --reference ../shared/reference [--histories 2000000]
+    python -m brachymc.validation.foundation [--reference DIR] [--histories 2000000]
+
+(reference data: the copy shipped in configs/reference, or ``--reference`` / ``BRACHYMC_REFERENCE_DIR``)
 
 1. mu/rho and mu_en/rho against NIST (Hubbell & Seltzer) for the reference media.
 2. Narrow-beam transmission of 30 keV photons through 5 cm of water.
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from brachymc import default_library
+from brachymc._paths import reference_dir
 from brachymc.geometry.phantom import GridGeometry, VoxelPhantom
 from brachymc.mc.tables_cache import load_or_build_tables
 from brachymc.mc.simulation import RunSettings, run_simulation
@@ -123,11 +126,12 @@ def energy_balance(histories: int) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reference", default=str(Path(__file__).resolve().parents[2].parent / "shared" / "reference"))
+    p.add_argument("--reference", default=None,
+                   help="folder with the reference CSVs (default: the copy shipped in configs/reference)")
     p.add_argument("--histories", type=int, default=2_000_000)
     a = p.parse_args(argv)
     print("## NIST comparison\n")
-    print(nist_table(Path(a.reference)))
+    print(nist_table(Path(a.reference) if a.reference else reference_dir()))
     print("\n## Narrow beam\n")
     print(narrow_beam(a.histories))
     print("\n## Energy balance\n")

@@ -48,6 +48,8 @@ class PrimaryCheckSettings:
     decays_per_pass: int = 2000
     n_steps: int = 600
     backend: str = "numpy"
+    engine: str = "auto"
+    threads: int = 0
 
     @classmethod
     def quick(cls, **overrides) -> "PrimaryCheckSettings":
@@ -199,7 +201,8 @@ def run_primary_check(model: SeedModel, settings: PrimaryCheckSettings = Primary
     t_ray = time.perf_counter() - t0
     log(f"ray integration: {len(ray)} bins x {s.n_decays} decays in {t_ray:.0f} s")
 
-    tr = make_transport(world, tables, bk, TransportSettings(score_primary=True, bank_size=1 << 17))
+    tr = make_transport(world, tables, bk, TransportSettings(score_primary=True, bank_size=1 << 17, engine=settings.engine,
+                                                             threads=settings.threads))
     vol = world.score_volume
     per = s.histories // s.batches
     prim = []

@@ -2,7 +2,7 @@
 
 Page 1 is a summary with pass/fail against the acceptance criteria; then the physics and data
 used, the dose-rate constant, g_L(r), F(r, theta) per radius and phi_an(r), each against the
-TG-43U1 consensus (where ../shared/reference has it) with percentage differences.
+TG-43U1 consensus (where the reference data, configs/reference, have it) with percentage differences.
 
 Acceptance (issue #3): Lambda within 2 % of the CLRP TG-43 v2 value; g_L within 3 % of the
 consensus at 0.5-5 cm; F within 5 % of the consensus for r >= 1 cm and theta >= 30 deg (the
@@ -14,10 +14,11 @@ reported too); statistical uncertainty of D(1 cm, 90 deg) below 0.5 % for full r
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
+
+from brachymc._paths import reference_dir
 
 #: seed key -> (name in clrp_v2_lambda.csv, consensus file prefix or None, consensus Lambda)
 REFERENCES = {
@@ -32,10 +33,9 @@ CLRP_FALLBACK = {"oncoseed_6711": 0.932, "oncoseed_6711_nrc": 0.932, "best_2301"
 
 
 def default_reference_dir() -> Path | None:
-    env = os.environ.get("BRACHYMC_REFERENCE_DIR")
-    cands = ([Path(env)] if env else []) + [Path(__file__).resolve().parents[2].parent / "shared" / "reference",
-                                            Path.cwd().parent / "shared" / "reference"]
-    return next((c for c in cands if c.is_dir()), None)
+    """The reference data: ``BRACHYMC_REFERENCE_DIR``, else the copy shipped in configs/reference."""
+    d = reference_dir()
+    return d if d.is_dir() else None
 
 
 def _read_csv(path: Path) -> list[dict]:

@@ -66,6 +66,8 @@ class TG43RunSettings:
     water_radius_cm: float = 15.0
     radial_half_width: float = 0.02      # relative
     bank_size: int = 1 << 16
+    engine: str = "auto"                 # transport engine (mc/transport.py)
+    threads: int = 0                     # CPU threads of the kernel engine (0: one per core)
 
 
 def _bins(radial_half_width: float):
@@ -162,13 +164,14 @@ def run_tg43(model: SeedModel, settings: TG43RunSettings = TG43RunSettings(), pr
     lib = default_library()
     backend = get_backend(settings.backend)
     src = SeedSource(model)
-    ts = TransportSettings(bank_size=settings.bank_size)
+    ts = TransportSettings(bank_size=settings.bank_size, engine=settings.engine, threads=settings.threads)
     children = np.random.SeedSequence(settings.seed).spawn(2 * settings.batches)
 
     # ---- 1. in vacuo: S_K ------------------------------------------------------------------------
     n_sk = settings.sk_histories or settings.histories
     ak = air_kerma_strength(model, n_sk, batches=settings.batches, backend=settings.backend,
-                            bank_size=settings.bank_size, progress=progress,
+                            bank_size=settings.bank_size, progress=progress, engine=settings.engine,
+                            threads=settings.threads,
                             seed_sequence=children[: settings.batches])
     sk_b = np.array(ak.batch_values)
     per_sk = ak.histories // settings.batches
@@ -200,8 +203,12 @@ def run_tg43(model: SeedModel, settings: TG43RunSettings = TG43RunSettings(), pr
 
     # ---- derived quantities per batch ----------------------------------------------------------
     with np.errstate(divide="ignore", invalid="ignore"):
-        return _derive(model, settings, ts, ak.settings, src, r_edges, r_bin, th_bins, vol, dose_b, sk_b, e_all,
-                       e_5, per_sk, per, t0, backend)
+        res = _derive(model, settings, ts, ak.settings, src, r_edges, r_bin, th_bins, vol, dose_b, sk_b, e_all,
+                      e_5, per_sk, per, t0, backend)
+    eng = tr_w.describe()
+    res.settings["transport"] = eng
+    res.device = f"{res.device}, {eng['engine']} engine" + (f" ({eng['build']})" if "build" in eng else "")
+    return res
 
 
 def _derive(model, settings, ts, sk_settings, src, r_edges, r_bin, th_bins, vol, dose_b, sk_b, e_all, e_5, per_sk, per,

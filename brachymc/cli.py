@@ -1,4 +1,4 @@
-"""Command-line interface: ``brachymc run | demo | simulate | validate | physics | materials | cache``.
+"""Command-line interface: ``brachymc run | demo | simulate | validate | seeds | physics | materials | cache``.
 
 ``validate`` has ``tg43``, ``primary``, ``budget``, ``rescore-sk`` and ``report``."""
 
@@ -431,6 +431,75 @@ def cmd_validate_budget(args) -> int:
     return 0
 
 
+def _read_ct_input(path: str):
+    """A CT from a DICOM series folder or an .h5/.npz volume (errors name the file)."""
+    from brachymc.errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir():
+        from brachymc.io.dicom_ct import read_ct_series
+
+        return read_ct_series(p)
+    if not p.exists():
+        raise ConfigError(f"{p}: CT not found (give a DICOM series folder or an .h5/.npz volume)")
+    from brachymc.io.volume import read_ct_volume
+
+    return read_ct_volume(p)
+
+
+def cmd_seeds_find(args) -> int:
+    """Find the seeds in a post-implant CT; write CSV / TOML / RT Plan and optionally a QA figure."""
+    from datetime import datetime
+
+    from brachymc.errors import ConfigError
+    from brachymc.seedfinder import find_seeds
+    from brachymc.seedfinder.output import output_format, write_seeds
+
+    out = Path(args.out)
+    kind = output_format(out)                       # refuse a bad --out before reading anything
+    if args.qa and Path(args.qa).suffix.lower() != ".png":
+        raise ConfigError(f"{args.qa}: --qa must be a .png file")
+    if args.expected is not None and args.expected < 1:
+        raise ConfigError(f"--expected: must be a whole number >= 1, got {args.expected}")
+    sk = args.sk_U
+    if sk is None and args.activity_mCi is not None:
+        from brachymc.sources.strength import apparent_activity_to_sk
+
+        sk = float(apparent_activity_to_sk(args.activity_mCi))
+    if sk is not None and not sk >= 0:
+        raise ConfigError(f"--sk-U / --activity-mCi: strength must be >= 0, got {sk}")
+    if kind != "csv" and sk is None:
+        raise ConfigError(f"{out}: a {'TOML plan' if kind == 'toml' else 'DICOM RT Plan'} needs the seeds' strength: "
+                          "give --sk-U or --activity-mCi (or write a .csv)")
+    ref = None
+    if args.reference_date:
+        try:
+            ref = datetime.fromisoformat(args.reference_date)
+        except ValueError:
+            raise ConfigError(f"--reference-date: not an ISO date/time: {args.reference_date!r}") from None
+    ct = _read_ct_input(args.ct)
+    roi_mask, roi_name = None, "ROI"
+    if args.roi:
+        rs, sep, roi_name = args.roi.rpartition(":")
+        if not sep or not rs or not roi_name:
+            raise ConfigError(f"--roi: expected RTSTRUCT:NAME, got {args.roi!r}")
+        from brachymc.geometry.structures import rasterise
+        from brachymc.io.dicom_rtstruct import read_rtstruct
+
+        sset = read_rtstruct(rs, frame_of_reference_uid=ct.frame_of_reference_uid or None)
+        roi_mask = rasterise(sset[roi_name], ct.geometry, subsamples=1)
+    res = find_seeds(ct, model=args.model, expected=args.expected, roi_mask=roi_mask, roi_name=roi_name)
+    write_seeds(out, res, ct, sk_U=sk, model=args.model, reference_date=ref)
+    written = [str(out)]
+    if args.qa:
+        from brachymc.seedfinder.qa import plot_seed_qa
+
+        written.append(str(plot_seed_qa(args.qa, ct, res)))
+    print(res.summary())
+    print(f"seed search {res.timing_s.get('total', 0.0):.1f} s; wrote " + ", ".join(written))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="brachymc", description="Monte Carlo dose engine for I-125 seed brachytherapy")
     p.add_argument("--version", action="version", version=f"brachymc {__version__}")
@@ -529,6 +598,23 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="report path (default: report.pdf beside the tg43 JSON)")
     rp.add_argument("--reference", help="folder with the published reference data (default: the copy shipped in configs/reference)")
     rp.set_defaults(func=cmd_validate_report)
+
+    sd = sub.add_parser("seeds", help="seeds in a post-implant CT")
+    ssub = sd.add_subparsers(dest="what", required=True)
+    sf = ssub.add_parser("find", help="find every seed (centre and axis), clusters included, in a post-implant CT")
+    sf.add_argument("ct", help="DICOM CT series folder, or an .h5/.npz CT volume")
+    sf.add_argument("--out", required=True, help="seeds.csv (x_mm,y_mm,z_mm,dx,dy,dz,confidence), plan.toml or "
+                                                 "rtplan.dcm (DICOM RT Plan that `brachymc run` reads)")
+    sf.add_argument("--model", default="oncoseed_6711", help="seed model (configs/seeds; default oncoseed_6711)")
+    sf.add_argument("--expected", type=int, help="number of seeds implanted (a prior: doubtful extras are flagged, "
+                                                 "never dropped)")
+    sf.add_argument("--roi", help="RTSTRUCT:NAME - seeds more than 10 mm outside this ROI are flagged doubtful")
+    sf.add_argument("--qa", help="QA figure (.png): maximum-intensity projections with the seeds numbered")
+    sf.add_argument("--sk-U", dest="sk_U", type=float, help="air-kerma strength per seed (U), for .toml/.dcm")
+    sf.add_argument("--activity-mCi", dest="activity_mCi", type=float, help="apparent activity per seed (mCi), "
+                                                                            "instead of --sk-U")
+    sf.add_argument("--reference-date", help="date/time the strength refers to (ISO; default: now)")
+    sf.set_defaults(func=cmd_seeds_find)
 
     c = sub.add_parser("cache", help="show (info) or empty (clear) the cache of physics tables, S_K and kernels")
     c.add_argument("action", choices=("info", "clear"))

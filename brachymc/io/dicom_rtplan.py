@@ -570,7 +570,7 @@ def write_rtplan(path: str | Path, plan: SeedPlan, *, needles: list[list[int]] |
                  referenced_structure_set_uid: str | None = None, plan_label: str = "brachymc",
                  source_model_id: str | None = None, manufacturer: str | None = None,
                  sop_instance_uid: str | None = None, series_instance_uid: str | None = None,
-                 attributes: dict | None = None) -> Path:
+                 seed_axes: bool = False, attributes: dict | None = None) -> Path:
     """Write ``plan`` as a permanent-implant brachy RT Plan (see module doc); return the path.
 
     ``needles`` lists the seed indices of each needle (channel) in insertion order (the reader's
@@ -579,7 +579,11 @@ def write_rtplan(path: str | Path, plan: SeedPlan, *, needles: list[list[int]] |
     written at ``plan.reference_date`` (else ``plan.implant_date``), positions in mm.
     ``source_model_id`` / ``manufacturer`` default to the values of ``plan.model`` (6711, 2301,
     I25.S06), else ``plan.model``. The SOPInstanceUID is ``sop_instance_uid`` or a new UID (read
-    it back with :func:`rtplan_uid`). Seed directions are not stored (no DICOM attribute).
+    it back with :func:`rtplan_uid`). DICOM has no seed-direction attribute: with ``seed_axes``
+    (one channel per seed, ``needles`` None) each channel also holds two transit control points
+    (no dwell) 1 mm either side of its seed along ``plan.directions``, so that a reader taking
+    the needle direction from the channel's positions (``read_rtplan(orientation="auto")``)
+    recovers each seed's axis; otherwise directions are not stored.
     ``attributes``: the CT's Patient / General Study / Frame of Reference attributes
     (``CTVolume.dicom_attributes`` or :func:`brachymc.io.dicom_ct.shared_attributes`), copied; the
     named identifiers take precedence.
@@ -591,6 +595,8 @@ def write_rtplan(path: str | Path, plan: SeedPlan, *, needles: list[list[int]] |
                         ("study_instance_uid", study_instance_uid)):
         if not value:
             raise DicomError(f"{path}: {name} is required")
+    if seed_axes and needles is not None:
+        raise DicomError(f"{path}: seed_axes needs one channel per seed (needles=None)")
     groups = _check_needles(path, plan, needles)
     reference = plan.reference_date or plan.implant_date
     if reference is None:
@@ -704,19 +710,26 @@ def write_rtplan(path: str | Path, plan: SeedPlan, *, needles: list[list[int]] |
         ch.TransferTubeNumber = ""                                  # Type 2: manual (no transfer tube)
         ch.ChannelTotalTime = _ds(tau_h * 3600.0)                   # s: the mean life (permanent implant)
         ch.SourceMovementType = "FIXED"
-        ch.NumberOfControlPoints = 2 * len(g)
         ch.ReferencedSourceNumber = source_of[float(sk[g[0]])]
         ch.FinalCumulativeTimeWeight = _ds(len(g))
-        cps = []
+        # (position, cumulative weight) per control point: a pair per seed; with seed_axes a
+        # transit point (no dwell) 1 mm before and after the seed along its axis
+        points = []
         for j, p in enumerate(pts):
-            along = float(np.linalg.norm(p - pts[0]))
-            for half in (0, 1):
-                cp = Dataset()
-                cp.ControlPointIndex = 2 * j + half
-                cp.ControlPointRelativePosition = _ds(along)
-                cp.ControlPoint3DPosition = [_ds(v) for v in p]
-                cp.CumulativeTimeWeight = _ds(j + half)
-                cps.append(cp)
+            if seed_axes:
+                u = np.asarray(plan.directions[g[j]], float)
+                points += [(p - 1.0 * u, j), (p, j), (p, j + 1), (p + 1.0 * u, j + 1)]
+            else:
+                points += [(p, j), (p, j + 1)]
+        ch.NumberOfControlPoints = len(points)
+        cps = []
+        for idx, (p, weight) in enumerate(points):
+            cp = Dataset()
+            cp.ControlPointIndex = idx
+            cp.ControlPointRelativePosition = _ds(float(np.linalg.norm(p - points[0][0])))
+            cp.ControlPoint3DPosition = [_ds(v) for v in p]
+            cp.CumulativeTimeWeight = _ds(weight)
+            cps.append(cp)
         ch.BrachyControlPointSequence = Sequence(cps)
         channels.append(ch)
     setup.ChannelSequence = Sequence(channels)

@@ -29,7 +29,8 @@ defaults: README.md, section "Patient runs". Example::
     density = 1.03                      # optional (default: keep CT density)
 
     [plan]
-    file = "rtplan.dcm"                 # DICOM RT Plan, CSV or TOML seed plan
+    file = "rtplan.dcm"                 # DICOM RT Plan, CSV or TOML seed plan; "ct": find the seeds in the CT
+    # expected = 48                     # with file = "ct": seeds implanted (prior; extras are flagged)
     model = "oncoseed_6711"             # overrides the plan's model
     orientation = "auto"                # auto (needle direction), axis, random
     activity_mCi = 0.7                  # for CSV plans without strengths (or sk_U = 0.889)
@@ -121,15 +122,25 @@ class OverrideInput:
     density: float | None = None
 
 
+#: ``[plan] file = "ct"``: the seeds are found in the run's own CT (brachymc.seedfinder)
+PLAN_FROM_CT = "ct"
+
+
 @dataclass(frozen=True)
 class PlanInput:
-    file: Path
+    file: Path | str
     model: str | None = None
     orientation: str = "auto"
     axis: tuple[float, float, float] = (0.0, 0.0, 1.0)
     random_seed: int | None = None
     activity_mCi: float | None = None
     sk_U: float | None = None
+    expected: int | None = None
+
+    @property
+    def from_ct(self) -> bool:
+        """Whether the seeds are to be found in the run's CT (``file = "ct"``)."""
+        return self.file == PLAN_FROM_CT
 
 
 @dataclass(frozen=True)
@@ -375,7 +386,8 @@ def parse_run_config(data: dict, base: Path, source: str) -> PatientRunConfig:
     if "ct" not in data:
         raise ConfigError(f"{source}: missing [ct] table (dicom = FOLDER, volume = FILE or egsphant = FILE)")
     if "plan" not in data or not isinstance(data["plan"], dict) or "file" not in data["plan"]:
-        raise ConfigError(f"{source}: missing [plan] file = ... (DICOM RT Plan, CSV or TOML)")
+        raise ConfigError(f"{source}: missing [plan] file = ... (DICOM RT Plan, CSV or TOML, or \"ct\" to find the "
+                          "seeds in the CT)")
     p = lambda v, w: _path(base, v, w)  # noqa: E731
     ct = _build(CTInput, data["ct"], f"{source}: [ct]", dicom=p, volume=p, egsphant=p, series_uid=_name,
                 media_aliases=_aliases, calculation_voxel_mm=_calc_voxel,
@@ -391,9 +403,21 @@ def parse_run_config(data: dict, base: Path, source: str) -> PatientRunConfig:
         raise ConfigError(f"{source}: [[override]] must be an array of tables")
     overrides = tuple(_build(OverrideInput, t, f"{source}: [[override]] #{i + 1}", roi=_name, material=_name,
                              density=lambda v, w: _positive_finite(v, w)) for i, t in enumerate(ov))
-    plan = _build(PlanInput, data["plan"], f"{source}: [plan]", file=p, model=_name, axis=_axis,
+    plan = _build(PlanInput, data["plan"], f"{source}: [plan]",
+                  file=lambda v, w: PLAN_FROM_CT if v == PLAN_FROM_CT else p(v, w), model=_name, axis=_axis,
                   random_seed=lambda v, w: _whole(v, w, 0),
                   activity_mCi=_positive_finite, sk_U=_positive_finite)
+    if plan.from_ct:
+        if ct.egsphant is not None:
+            raise ConfigError(f"{source}: [plan] file = \"ct\" finds the seeds in a CT: it needs [ct] dicom or volume, "
+                              "not an egsphant phantom")
+        if plan.sk_U is None and plan.activity_mCi is None:
+            raise ConfigError(f"{source}: [plan] file = \"ct\": give the seeds' strength (sk_U = ... U or "
+                              "activity_mCi = ...)")
+    if plan.expected is not None and (isinstance(plan.expected, bool) or not isinstance(plan.expected, int)
+                                      or plan.expected < 1 or not plan.from_ct):
+        raise ConfigError(f"{source}: [plan].expected must be a whole number >= 1 and needs file = \"ct\", "
+                          f"got {plan.expected!r}")
     if plan.orientation not in ("auto", "given", "axis", "random"):
         raise ConfigError(f"{source}: [plan].orientation must be auto, given, axis or random, got {plan.orientation!r}")
     st = _build(StructuresInput, data.get("structures"), f"{source}: [structures]", rtstruct=p, target=_name,

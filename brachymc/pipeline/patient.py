@@ -142,6 +142,33 @@ def _read_plan(cfg: PatientRunConfig, library: MaterialLibrary) -> tuple[SeedPla
     return plan, plan_uid
 
 
+def _plan_from_ct(cfg: PatientRunConfig, ct: CTVolume | None, library: MaterialLibrary, notes: list) -> SeedPlan:
+    """``[plan] file = "ct"``: the seeds found in the run's own CT (:mod:`brachymc.seedfinder`)."""
+    from brachymc.seedfinder import find_seeds
+
+    pc = cfg.plan
+    if ct is None:
+        raise ConfigError(f"{cfg.source}: [plan] file = \"ct\" needs a CT with HU ([ct] dicom or volume)")
+    sk = pc.sk_U
+    if sk is None:
+        from brachymc.sources.strength import apparent_activity_to_sk
+
+        sk = float(apparent_activity_to_sk(pc.activity_mCi))
+    res = find_seeds(ct, model=pc.model or "oncoseed_6711", expected=pc.expected, library=library)
+    plan = res.to_plan(sk_U=sk, model=pc.model or "oncoseed_6711")
+    d = res.report_dict()
+    text = (f"seeds found automatically in the CT: {res.n_seeds} seeds ({d['clusters_split']} clusters split)"
+            + (f", {pc.expected} expected" if pc.expected else "")
+            + ("; doubtful: " + "; ".join(f"#{x['seed']} at {tuple(x['position_mm'])} mm ({', '.join(x['why'])})"
+                                          for x in d["doubtful"]) if d["doubtful"] else "; none doubtful"))
+    notes.append(Note("seeds_from_ct", text, {"seed_finding": d}, level="warning" if d["doubtful"] else "info"))
+    notes.extend(Note("other_metal", f"other metal in the CT (not seeds) at {tuple(m['centroid_mm'])} mm: {m['reason']}",
+                      m) for m in d["other_metal"])
+    plan = replace(plan, source=f"{ct.source} (seeds found in the CT)")
+    check_plan(plan, plan.source)
+    return plan
+
+
 def check_plan(plan: SeedPlan, where: str) -> None:
     """Finite positions, finite non-zero directions and positive finite strengths (seeds 1-based, mm)."""
     p = np.asarray(plan.positions_cm, float)
@@ -186,7 +213,11 @@ def load_inputs(cfg: PatientRunConfig, library: MaterialLibrary | None = None) -
     """Read and check CT, plan and structures; build the calculation grid. Writes nothing."""
     library = library or material_library(cfg)
     ct, phantom_in = _read_ct(cfg, library)
-    plan, plan_uid = _read_plan(cfg, library)
+    plan_notes: list = []
+    if cfg.plan.from_ct:
+        plan, plan_uid = _plan_from_ct(cfg, ct, library, plan_notes), ""
+    else:
+        plan, plan_uid = _read_plan(cfg, library)
     try:
         model = load_builtin_seed(plan.model, library)
     except (BrachyMCError, FileNotFoundError, KeyError) as exc:
@@ -199,7 +230,7 @@ def load_inputs(cfg: PatientRunConfig, library: MaterialLibrary | None = None) -
     grid = calculation_grid(ct, phantom_in, plan.positions_cm, seed_reach_cm(model),
                             crop_margin_mm=cfg.ct.crop_margin_mm, calculation_voxel_mm=cfg.ct.calculation_voxel_mm,
                             source=cfg.source, ct_file=ct_file, plan_file=str(cfg.plan.file))
-    notes: list = list(grid.notes)
+    notes: list = plan_notes + list(grid.notes)
     ct, phantom_in, geom = grid.ct, grid.phantom, grid.geometry
 
     rois, sset = RoiSet(), None
@@ -644,6 +675,8 @@ def _summary(cfg, inputs: PatientInputs, phantom, conv, backend, run: BatchRunRe
                f"streak voxels reassigned: {conv.artefact_voxels} (bright {conv.artefact_bright}, "
                f"dark {conv.artefact_dark})"]) if conv is not None else "egsphant input: none"),
         "plan_notes": {k: str(v) for k, v in plan.notes.items()},
+        "seeds_from": "found automatically in the CT" if "seed_finding" in plan.notes else plan.source,
+        "seed_finding": plan.notes.get("seed_finding"),
         "metrics": metrics, "gamma": gam, "tissue_ratios": ratios, "resumed_from_batches": run.resumed_from,
     }
 

@@ -1,0 +1,176 @@
+"""Optional knowledge about the implant: body, region of interest, expected count, needle tracks.
+
+None of these removes a seed. A seed outside the body or the ROI, or beyond the expected count,
+stays in the output with the reason it is doubtful; the user decides.
+
+* **Expected count** N: when fewer seeds were found, the clusters whose intensity says most
+  clearly that they hold one more seed than fitted (r - k largest, at least 0.25) get k + 1
+  seeds, one at a time, until N is reached or no cluster qualifies; when more were found, the
+  lowest-confidence seeds beyond N are flagged.
+* **Needle tracks**: seeds whose axes line up with the line joining them (within 20 deg, at most
+  12 mm apart) are linked; chains of >= 3 are tracks (reported; a seed on a track is
+  corroborated by its neighbours).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _voxel_index(p_mm, voxel, origin):
+    return np.floor((np.asarray(p_mm) - origin) / voxel).astype(int)
+
+
+def flag_outside_body(seeds: list[dict], body_small: np.ndarray, voxel, origin, step: int) -> None:
+    """Flag seeds whose centre is outside the (coarse) body mask."""
+    for s in seeds:
+        ix, iy, iz = _voxel_index(s["position_mm"], voxel, origin)
+        iz = int(np.clip(iz, 0, body_small.shape[0] - 1))
+        jy = int(np.clip(int(round(iy / step)), 0, body_small.shape[1] - 1))
+        jx = int(np.clip(int(round(ix / step)), 0, body_small.shape[2] - 1))
+        if not body_small[iz, jy, jx]:
+            s["doubtful"].append("outside the body (on the skin, the table or in air)")
+            s["confidence"] = min(s["confidence"], 0.2)
+
+
+def flag_outside_roi(seeds: list[dict], roi_mask: np.ndarray, voxel, origin, margin_mm: float, name: str) -> None:
+    """Flag seeds farther than ``margin_mm`` outside the ROI (mask on the CT grid)."""
+    from scipy import ndimage
+
+    m = np.asarray(roi_mask) >= 0.5
+    if not m.any():
+        for s in seeds:
+            s["doubtful"].append(f"ROI {name} is empty on this CT")
+        return
+    dist = ndimage.distance_transform_edt(~m, sampling=(voxel[2], voxel[1], voxel[0]))
+    for s in seeds:
+        ix, iy, iz = _voxel_index(s["position_mm"], voxel, origin)
+        if not (0 <= iz < m.shape[0] and 0 <= iy < m.shape[1] and 0 <= ix < m.shape[2]):
+            s["doubtful"].append(f"outside ROI {name}")
+            continue
+        d = float(dist[iz, iy, ix])
+        if d > margin_mm:
+            s["doubtful"].append(f"{d:.0f} mm outside ROI {name}")
+
+
+def flag_beyond_expected(seeds: list[dict], expected: int, notes: list[str]) -> None:
+    """More seeds than expected: flag the lowest-confidence ones beyond the count."""
+    n = len(seeds)
+    if n > expected:
+        order = np.argsort([s["confidence"] for s in seeds])
+        for i in order[: n - expected]:
+            seeds[int(i)]["doubtful"].append(f"beyond the expected {expected} seeds (among the {n - expected} least "
+                                             "confident)")
+        notes.append(f"{n} seeds found, {expected} expected: the {n - expected} least confident are flagged doubtful")
+    elif n < expected:
+        notes.append(f"{n} seeds found, {expected} expected: {expected - n} not found (check the QA figure)")
+
+
+def apply_expected_count(work, expected, app, rng, voxel_volume, amp1, fit_k, score, noise, notes, k_max) -> None:
+    """Fewer seeds than expected: give k + 1 seeds to the clusters whose intensity argues most for it."""
+    total = sum(w.fit.k for w in work)
+    added = 0
+    while total < expected:
+        cands = [w for w in work if w.ratio - w.fit.k >= 0.25 and w.fit.k < k_max]
+        if not cands:
+            break
+        w = max(cands, key=lambda w: w.ratio - w.fit.k)
+        k = w.fit.k + 1
+        if k not in w.fits:
+            w.fits[k] = fit_k(w, k, app, rng, voxel_volume)
+            w.score[k] = score(w.fits[k], k, w.ratio, app, noise, amp1)
+        w.fit, w.k = w.fits[k], k
+        total += 1
+        added += 1
+    if added:
+        notes.append(f"expected {expected} seeds: {added} cluster(s) given one more seed than the fit preferred")
+
+
+def needle_tracks(seeds: list[dict], max_gap_mm: float = 12.0, max_angle_deg: float = 20.0):
+    """Chains of >= 3 seeds along their own axes (see the module docstring); sets ``seed['track']``."""
+    n = len(seeds)
+    if n < 3:
+        return ()
+    p = np.array([s["position_mm"] for s in seeds])
+    u = np.array([s["direction"] for s in seeds])
+    cosmax = np.cos(np.radians(max_angle_deg))
+    adj = [[] for _ in range(n)]
+    for i in range(n):
+        d = p - p[i]
+        dist = np.linalg.norm(d, axis=1)
+        for j in np.flatnonzero((dist > 1.0) & (dist <= max_gap_mm)):
+            if j <= i:
+                continue
+            e = d[j] / dist[j]
+            if abs(e @ u[i]) >= cosmax and abs(e @ u[j]) >= cosmax:
+                adj[i].append(int(j))
+                adj[int(j)].append(i)
+    seen = [False] * n
+    tracks = []
+    for i in range(n):
+        if seen[i]:
+            continue
+        stack, comp = [i], []
+        seen[i] = True
+        while stack:
+            a = stack.pop()
+            comp.append(a)
+            for b in adj[a]:
+                if not seen[b]:
+                    seen[b] = True
+                    stack.append(b)
+        if len(comp) >= 3:
+            for a in comp:
+                seeds[a]["track"] = len(tracks)
+            tracks.append(tuple(sorted(comp)))
+    return tuple(tracks)
+
+
+def _closest_points(p1, d1, p2, d2, h):
+    """Closest points of the segments p_i + t d_i, |t| <= h (unit d_i): (q1, q2)."""
+    r = p1 - p2
+    b = float(d1 @ d2)
+    c, f = float(d1 @ r), float(d2 @ r)
+    den = 1.0 - b * b
+    s = np.clip((b * f - c) / den, -h, h) if den > 1e-12 else 0.0
+    t = np.clip(b * s + f, -h, h)
+    s = np.clip(b * t - c, -h, h)
+    return p1 + s * d1, p2 + t * d2
+
+
+def separate_overlaps(seeds: list[dict], capsule_length_mm: float, capsule_diameter_mm: float,
+                      gap_mm: float = 0.02, iterations: int = 30) -> tuple[int, float]:
+    """Seeds are solid: move capsules that intersect apart along their line of closest approach
+    (each by half the overlap, ``gap_mm`` clearance) until none do. Returns the number of pairs
+    that overlapped and the largest move (mm)."""
+    r = 0.5 * capsule_diameter_mm
+    h = 0.5 * capsule_length_mm - r
+    pos = np.array([s["position_mm"] for s in seeds], float)
+    dirs = np.array([s["direction"] for s in seeds], float)
+    start = pos.copy()
+    pairs = set()
+    for _ in range(iterations):
+        moved = False
+        for i in range(len(pos)):
+            near = np.flatnonzero(np.linalg.norm(pos - pos[i], axis=1) < 2 * (h + r) + gap_mm)
+            for j in near[near > i]:
+                q1, q2 = _closest_points(pos[i], dirs[i], pos[j], dirs[j], h)
+                v = q1 - q2
+                d = float(np.linalg.norm(v))
+                need = 2 * r + gap_mm
+                if d >= need:
+                    continue
+                if d < 1e-9:
+                    v = np.cross(dirs[i], [0.0, 0.0, 1.0]) if abs(dirs[i][2]) < 0.9 else np.cross(dirs[i], [1.0, 0, 0])
+                    d = 0.0
+                v = v / max(np.linalg.norm(v), 1e-12)
+                push = 0.5 * (need - d) + 1e-4
+                pos[i] += push * v
+                pos[j] -= push * v
+                pairs.add((i, int(j)))
+                moved = True
+        if not moved:
+            break
+    for s, p in zip(seeds, pos):
+        s["position_mm"] = tuple(float(v) for v in p)
+    return len(pairs), float(np.max(np.linalg.norm(pos - start, axis=1))) if len(pos) else 0.0

@@ -1,0 +1,172 @@
+"""Metal segmentation relative to the local background, and the components it forms.
+
+HU scales differ between scanners and reconstructions (seeds saturate at 3071 HU on 12-bit
+images and exceed it in extended-HU ones), so nothing here uses an absolute metal threshold:
+
+1. **Reference level**: the median HU of the body (soft tissue, ~ 40 HU on a calibrated scan);
+   **body**: voxels above -400 HU relative to it, holes filled slice by slice, the largest
+   3-D component (on a 4x coarser in-plane grid).
+2. **Local background**: the median HU of each block (~12 x 12 mm in-plane, >= 3 mm in z)
+   that holds candidate voxels, over its voxels below the candidate level; bone, soft tissue and
+   fat thus each set their own background.
+3. **Cores**: voxels more than ``core_excess_hu`` above their local background - only metal
+   gets there (dense cortical bone stays ~ 1000-1500 HU above soft tissue);
+   **candidates**: voxels more than ``candidate_excess_hu`` above it. A component of candidates
+   that holds a core is kept within ``grow_mm`` of its cores (so a seed lying against cortical
+   bone does not swallow the bone); a component without a core is kept only if it is compact
+   (no larger than a few seeds): a seed lying in-plane in a 5 mm slice may stay below the core
+   level, a bone surface never is compact.
+4. **Saturation**: when many voxels sit exactly at the image maximum, the scan is taken as
+   clipped there and the image model is clipped too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+STRUCT26 = np.ones((3, 3, 3), bool)
+
+
+@dataclass(frozen=True)
+class ScanLevels:
+    """Scan-wide levels: reference (soft tissue) HU, the clip level (None: not saturated), noise."""
+
+    reference_hu: float
+    clip_hu: float | None
+    noise_hu: float
+    max_hu: float
+
+
+@dataclass(frozen=True)
+class Component:
+    """One connected metal region: its voxel indices (iz, iy, ix), local background, core count."""
+
+    index: np.ndarray              # (n, 3) int voxel indices
+    background_hu: float
+    n_core: int
+    peak_hu: float
+
+
+def body_mask(hu: np.ndarray, reference_hu: float, step: int = 4) -> np.ndarray:
+    """Coarse body mask on the in-plane grid subsampled by ``step`` (nz, ny//step, nx//step)."""
+    small = hu[:, ::step, ::step] > reference_hu - 400.0
+    filled = np.zeros_like(small)
+    for k in range(small.shape[0]):
+        filled[k] = ndimage.binary_fill_holes(small[k])
+    lab, n = ndimage.label(filled)
+    if n > 1:
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        filled = lab == int(np.argmax(sizes))
+    return filled
+
+
+def scan_levels(hu: np.ndarray) -> ScanLevels:
+    """Reference level, saturation and noise of a CT (see the module docstring)."""
+    sample = hu[:, ::4, ::4]
+    above_air = sample[sample > -500.0]
+    ref = float(np.median(above_air)) if above_air.size else float(np.median(sample))
+    soft = above_air[np.abs(above_air - ref) < 150.0] if above_air.size else sample.ravel()
+    if soft.size > 10:
+        mad = float(np.median(np.abs(soft - np.median(soft))))
+        noise = max(1.4826 * mad, 1.0)
+    else:
+        noise = 10.0
+    hmax = float(hu.max())
+    n_at_max = int(np.count_nonzero(hu >= hmax - 0.5))
+    clip = hmax if n_at_max >= 4 else None
+    return ScanLevels(reference_hu=ref, clip_hu=clip, noise_hu=noise, max_hu=hmax)
+
+
+def _block_background(hu, cand, block, low_cut):
+    """Median HU (below ``low_cut`` relative values) of each block holding candidate voxels."""
+    idx = np.argwhere(cand)
+    bidx = idx // np.asarray(block)
+    keys, inv = np.unique(bidx, axis=0, return_inverse=True)
+    bg = np.empty(len(keys))
+    for i, kk in enumerate(keys):
+        sl = tuple(slice(int(k * b), int((k + 1) * b)) for k, b in zip(kk, block))
+        vals = hu[sl]
+        ok = vals[vals < low_cut]
+        bg[i] = float(np.median(ok)) if ok.size >= 8 else np.nan
+    return idx, bg[inv.ravel()]
+
+
+def find_components(hu: np.ndarray, voxel_mm, levels: ScanLevels, core_excess_hu: float,
+                    candidate_excess_hu: float, grow_mm: float, compact_max_mm3: float):
+    """Metal components (list of :class:`Component`) and the rejected compact-less regions' count."""
+    dx, dy, dz = (float(v) for v in voxel_mm)
+    ref = levels.reference_hu
+    first = hu > ref + candidate_excess_hu
+    if not first.any():
+        return [], 0
+    block = (max(1, int(round(3.0 / dz))), max(4, int(round(12.0 / dy))), max(4, int(round(12.0 / dx))))
+    idx, bg = _block_background(hu, first, block, ref + candidate_excess_hu)
+    bg = np.where(np.isfinite(bg), bg, ref)
+    vals = hu[idx[:, 0], idx[:, 1], idx[:, 2]]
+    excess = vals - bg
+    keep = excess > candidate_excess_hu
+    idx, bg, excess = idx[keep], bg[keep], excess[keep]
+    if not len(idx):
+        return [], 0
+    cand = np.zeros(hu.shape, bool)
+    cand[idx[:, 0], idx[:, 1], idx[:, 2]] = True
+    core = np.zeros(hu.shape, bool)
+    c_idx = idx[excess > core_excess_hu]
+    core[c_idx[:, 0], c_idx[:, 1], c_idx[:, 2]] = True
+    lab, n = ndimage.label(cand, structure=STRUCT26)
+    out: list[Component] = []
+    rejected = 0
+    voxel_volume = dx * dy * dz
+    for i, sl in enumerate(ndimage.find_objects(lab), 1):
+        if sl is None:
+            continue
+        m = lab[sl] == i
+        cm = core[sl] & m
+        if cm.any():
+            # keep the candidates within grow_mm of a core voxel
+            # adjacent slices count as within reach however thick the slices are
+            dist = ndimage.distance_transform_edt(~cm, sampling=(min(dz, grow_mm), dy, dx))
+            region = m & (dist <= grow_mm)
+            sub, ns = ndimage.label(region, structure=STRUCT26)
+            for j in range(1, ns + 1):
+                r = sub == j
+                nc = int(np.count_nonzero(r & cm))
+                if nc == 0:
+                    continue
+                out.append(_component(hu, sl, r, nc, ref, candidate_excess_hu))
+        else:
+            if m.sum() * voxel_volume <= compact_max_mm3:
+                out.append(_component(hu, sl, m, 0, ref, candidate_excess_hu))
+            else:
+                rejected += 1
+    return out, rejected
+
+
+def _component(hu, sl, region, n_core, ref, candidate_excess_hu) -> Component:
+    loc = np.argwhere(region) + np.array([s.start for s in sl])
+    return Component(index=loc, background_hu=float("nan"), n_core=n_core,
+                     peak_hu=float(hu[loc[:, 0], loc[:, 1], loc[:, 2]].max()))
+
+
+def local_background(comp_mask_box: np.ndarray, box_hu: np.ndarray, ref: float, candidate_level: float) -> np.ndarray:
+    """Background HU of each slice of a component's box: the median of the voxels outside the
+    component dilated by 2 voxels and below the candidate level (the box's median where a slice
+    has fewer than 12 such voxels, the reference level where the box has fewer than 20).
+
+    Per slice, because in thick slices the slice above or below a seed may hold another
+    structure (a vertebral endplate) whose intensity would otherwise count as seed.
+    """
+    dil = ndimage.binary_dilation(comp_mask_box, structure=STRUCT26, iterations=2)
+    ok = ~dil & (box_hu < candidate_level)
+    vals = box_hu[ok]
+    overall = float(np.median(vals)) if vals.size >= 20 else ref
+    out = np.full(box_hu.shape[0], overall)
+    for k in range(box_hu.shape[0]):
+        v = box_hu[k][ok[k]]
+        if v.size >= 12:
+            out[k] = float(np.median(v))
+    return out

@@ -54,7 +54,7 @@ def test_results_round_trip_and_report_rebuilds_with_the_check(tmp_path, capsys)
     for name in ("tg43_best_2301.json", "primary_best_2301.json"):
         shutil.copy(src / name, tmp_path / name)
     res = TG43Result.from_json(tmp_path / "tg43_best_2301.json")
-    assert res.seed == "best_2301" and res.lambda_cGy_per_h_per_U == pytest.approx(0.9984, abs=1e-4)
+    assert res.seed == "best_2301" and res.lambda_cGy_per_h_per_U == pytest.approx(1.0005, abs=1e-4)
     pr = PrimaryCheckResult.from_json(tmp_path / "primary_best_2301.json")
     assert pr.n_bins == 18 and 0.001 < pr.p_value < 1.0
     res.to_json(tmp_path / "again.json")

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from brachymc.validation.clrp import CLRP_SK_PER_HISTORY
+from brachymc.validation.clrp import CLRP_SK_DETECTOR, CLRP_SK_PER_HISTORY
 from brachymc.validation.primary_check import PrimaryCheckResult
 from brachymc.validation.report import _primary_check_line, default_reference_dir, evaluate, load_references
 from brachymc.validation.tg43_mc import TG43Result
@@ -38,13 +38,14 @@ def _pct(x: float) -> str:
 
 def results_table(rows, refdir) -> list[str]:
     lines = ["| seed | Lambda (cGy/h/U) | CLRP v2 | diff | TG-43U1 consensus | S_K per history (Gy cm2), WAFAC | "
-             "CLRP header (diff) | mean E leaving (keV) | D(1 cm, 90) unc. | run |",
+             "S_K, CLRP's voxel (`clrp_wafac`) vs the CLRP header | mean E leaving (keV) | D(1 cm, 90) unc. | run |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for key, name, r, _ in rows:
         ref = load_references(key, refdir)
         lam = r.lambda_cGy_per_h_per_U
         clrp = ref["lambda_clrp"] if key != "oncoseed_6711_nrc" else load_references("oncoseed_6711", refdir)["lambda_clrp"]
         hdr = CLRP_SK_PER_HISTORY.get(key)
+        same = r.extra.get("sk_by_detector", {}).get(CLRP_SK_DETECTOR, {}).get("value")
         s = r.settings
         run = (f"{s.get('water_histories', 0) / 1e6:.0f}M + {s.get('sk_histories', 0) / 1e6:.0f}M, "
                f"{r.run_time_s:.0f} s, {s.get('transport', {}).get('engine', 'array')} engine")
@@ -52,7 +53,7 @@ def results_table(rows, refdir) -> list[str]:
             f"| {name} | {lam:.4f} +- {100 * r.lambda_rel_unc:.2f} % | {'(' if key.endswith('_nrc') else ''}{clrp:.3f}"
             f"{')' if key.endswith('_nrc') else ''} | {_pct(lam / clrp - 1)} | "
             f"{ref['lambda_consensus'] if ref['lambda_consensus'] else '-'} | {r.sk_per_history_Gy_cm2:.4e} | "
-            f"{f'{hdr:.4e} ({_pct(r.sk_per_history_Gy_cm2 / hdr - 1)})' if hdr else '-'} | "
+            f"{f'{same:.4e} vs {hdr:.4e} ({_pct(same / hdr - 1)})' if hdr and same else '-'} | "
             f"{r.mean_energy_leaving_kev:.2f} | {100 * r.dose_1cm_90_rel_unc:.2f} % | {run} |")
     return lines
 

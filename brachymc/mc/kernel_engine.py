@@ -207,6 +207,7 @@ class KernelTransport:
         self._pack_world(world)
         self._source_key = None
         self._ak = None
+        self._private = None
         #: energy bin edges (keV) of an optional spectrum of the photons that leave the world after
         #: interacting (scattered or fluorescence); None: off. Results: ``BatchScores.extra["escape_spectrum"]``.
         self.escape_spectrum_edges = None
@@ -360,6 +361,14 @@ class KernelTransport:
         self.world.check_source(source)
         check_source_energies(source, self.settings.cutoff_kev, self.tables.emax_kev)
 
+    def _private_buffer(self, n: int) -> np.ndarray:
+        """The threads' private tallies: allocated (zeroed) once and kept, since every batch's final
+        reduction leaves them zero again (no page faults or clearing per batch)."""
+        buf = getattr(self, "_private", None)
+        if buf is None or buf.size != n:
+            buf = self._private = np.zeros(n)
+        return buf
+
     @staticmethod
     def batch_key(stream: np.random.SeedSequence) -> tuple[int, int]:
         """The Philox key (two 32-bit words) of a batch's random stream."""
@@ -393,7 +402,7 @@ class KernelTransport:
                 log.warning("private tallies for %d threads would need %.1f GiB: using atomic adds (doses then "
                             "vary between runs in the last bits)", threads, (threads - 1) * stride * 8 / 2**30)
             b.set(private_tallies=private, private_stride=stride,
-                  private_buf=np.zeros((threads - 1) * stride) if private and threads > 1 else None)
+                  private_buf=self._private_buffer((threads - 1) * stride) if private and threads > 1 else None)
         b.set(acc=acc)
         hist = None
         if self.escape_spectrum_edges is not None:
@@ -403,18 +412,23 @@ class KernelTransport:
         else:
             b.set(n_esc_bins=0, esc_edges=None, esc_hist=None)
         done = 0
-        while done < n_total:
-            n = min(chunk, n_total - done)
-            b.set(n_histories=n, first_history=done)
-            if self.gpu:
-                dev = b.device_copy()
-                blocks = max(1, min(-(-n // GPU_BLOCK), GPU_MAX_BLOCKS))
-                self._function((blocks,), (GPU_BLOCK,), (dev,))
-            else:
-                self._lib.run(b.address(), threads, reduce=done + n >= n_total)
-            done += n
-            if on_progress is not None:
-                on_progress(n)
+        try:
+            while done < n_total:
+                n = min(chunk, n_total - done)
+                b.set(n_histories=n, first_history=done)
+                if self.gpu:
+                    dev = b.device_copy()
+                    blocks = max(1, min(-(-n // GPU_BLOCK), GPU_MAX_BLOCKS))
+                    self._function((blocks,), (GPU_BLOCK,), (dev,))
+                else:
+                    self._lib.run(b.address(), threads, reduce=done + n >= n_total)
+                done += n
+                if on_progress is not None:
+                    on_progress(n)
+        except BaseException:
+            if self._private is not None:      # an abandoned batch must not leave partial sums behind
+                self._private[:] = 0.0
+            raise
         a = self.backend.asnumpy(b.get("acc")).reshape(-1, nacc)
         tot = np.zeros(nacc)
         for row in a:                       # thread order: a reproducible sum

@@ -86,8 +86,11 @@ def assert_same_within_stats(a, b, min_bins=20, rel_cut=0.1):
     var_t = 9.0 / 7.0
     p = stats.chi2.sf(chi2 / var_t, dof)
     assert p > 1e-3, (chi2, dof, p)
-    # and no bias overall: the mean z is consistent with 0
-    assert abs(z.mean()) < 3.0 * np.sqrt(var_t / dof), z.mean()
+    # and no bias overall: the dose summed over those bins, batch by batch (bins of one batch are
+    # correlated -- the same photons score in many of them -- so the sum, not the mean z, has the
+    # batch statistics)
+    (ta, ua), (tb, ub) = mean_sem(np.asarray(a)[:, sel].sum(axis=1)), mean_sem(np.asarray(b)[:, sel].sum(axis=1))
+    assert abs(ta - tb) < 3.5 * np.hypot(ua, ub), (ta, tb, ua, ub)
 
 
 # ------------------------------------------------------------------------------------------ RNG
@@ -103,17 +106,18 @@ def test_philox_known_answers(lib):
         assert tuple(int(x) for x in out) == expected
 
 
-def test_uniform_doubles_are_53_bit_and_uniform(lib):
+def test_uniform_numbers_are_32_bit_and_uniform(lib):
     n = 200_000
     u = np.zeros(n)
     lib.dll.bmc_test_uniform(12345, 678, 9, n, _ptr(u))
-    assert u.min() >= 0.0 and u.max() < 1.0
-    assert np.all((u * 2.0**53) == np.floor(u * 2.0**53))          # multiples of 2^-53
+    assert u.min() > 0.0 and u.max() < 1.0
+    x = u * 2.0**32 - 0.5                                           # (x + 1/2) 2^-32, x a 32-bit word
+    assert np.all(x == np.round(x)) and x.min() >= 0 and x.max() <= 2.0**32 - 1
     assert stats.kstest(u, "uniform").pvalue > 1e-3
-    # first value from the first Philox block: ((w0 >> 5) 2^26 + (w1 >> 6)) / 2^53
+    # the first four values are the first Philox block of counter (0, history) under the key
     c, k, out = np.array([0, 9, 0, 0], np.uint32), np.array([12345, 678], np.uint32), np.zeros(4, np.uint32)
     lib.dll.bmc_test_philox(_ptr(c), _ptr(k), _ptr(out))
-    assert u[0] == ((int(out[0]) >> 5) * 67108864 + (int(out[1]) >> 6)) / 2.0**53
+    np.testing.assert_array_equal(u[:4], (out.astype(np.float64) + 0.5) / 2.0**32)
     # another history is another stream
     v = np.zeros(1000)
     lib.dll.bmc_test_uniform(12345, 678, 10, 1000, _ptr(v))
@@ -496,28 +500,30 @@ def test_silver_foil_fluorescence_escape_spectrum(library):
 
 
 def test_tg43_single_seed_agrees(library):
-    """One 6711 in water: Lambda, g_L at 0.5-5 cm and F(1 cm, 30-90 deg) from both engines agree
-    within their combined uncertainties."""
+    """One 6711 in water: Lambda, g_L at 0.5-5 cm and F(1 cm, 30-85 deg) from both engines agree within
+    their combined uncertainties: Lambda within 3 sigma, and the 22 g_L and F values jointly (a
+    chi-square of their z values, batch uncertainties with 20 batches: t variance 19/17), none beyond
+    4.5 sigma. (Each of 22 values at 3 sigma would fail a correct pair of engines one run in ten.)"""
     from brachymc.validation.tg43_mc import TG43RunSettings, run_tg43
 
     model = load_builtin_seed("oncoseed_6711", library)
-    res = {e: run_tg43(model, TG43RunSettings(histories=600_000, sk_histories=600_000, batches=10, seed=7,
+    res = {e: run_tg43(model, TG43RunSettings(histories=1_200_000, sk_histories=1_200_000, batches=20, seed=7,
                                              backend="numpy", engine=e)) for e in ("array", "kernel")}
     a, k = res["array"], res["kernel"]
     assert "kernel engine" in k.device and "array engine" in a.device
 
-    def close(x, y, ux, uy):
-        assert abs(x - y) < 3 * np.hypot(ux * x, uy * y), (x, y, ux, uy)
+    def z(x, y, ux, uy):
+        return (x - y) / np.hypot(ux * x, uy * y)
 
-    close(a.lambda_cGy_per_h_per_U, k.lambda_cGy_per_h_per_U, a.lambda_rel_unc, k.lambda_rel_unc)
-    close(a.sk_per_history_Gy_cm2, k.sk_per_history_Gy_cm2, a.sk_rel_unc, k.sk_rel_unc)
-    for i, r in enumerate(a.gL["r_cm"]):
-        if 0.5 <= r <= 5.0 and r != 1.0:
-            close(a.gL["value"][i], k.gL["value"][i], a.gL["rel_unc"][i], k.gL["rel_unc"][i])
+    assert abs(z(a.lambda_cGy_per_h_per_U, k.lambda_cGy_per_h_per_U, a.lambda_rel_unc, k.lambda_rel_unc)) < 3
+    zs = [z(a.gL["value"][i], k.gL["value"][i], a.gL["rel_unc"][i], k.gL["rel_unc"][i])
+          for i, r in enumerate(a.gL["r_cm"]) if 0.5 <= r <= 5.0 and r != 1.0]
     ir = a.F["r_cm"].index(1.0)
-    for j, th in enumerate(a.F["theta_deg"]):
-        if 30 <= th < 90:
-            close(a.F["value"][ir][j], k.F["value"][ir][j], a.F["rel_unc"][ir][j], k.F["rel_unc"][ir][j])
+    zs += [z(a.F["value"][ir][j], k.F["value"][ir][j], a.F["rel_unc"][ir][j], k.F["rel_unc"][ir][j])
+           for j, th in enumerate(a.F["theta_deg"]) if 30 <= th < 90]
+    zs = np.array(zs)
+    assert np.all(np.abs(zs) < 4.5), zs
+    assert stats.chi2.sf(np.sum(zs * zs) / (19 / 17), zs.size) > 1e-3, zs
 
 
 @pytest.mark.parametrize("key", sorted(seed_library()))

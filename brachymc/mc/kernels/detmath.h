@@ -85,7 +85,8 @@ BMC_DEVICE double bmc_kernel_cos(double x) {       // |x| <= pi/4
     return w + (((1.0 - w) - hz) + z * r);
 }
 
-// cos and sin of the angle 2 pi u for u in [0, 1): the reduction is exact (u is a multiple of 2^-53)
+// cos and sin of the angle 2 pi u for u in [0, 1): the reduction is exact (u = (x + 1/2) 2^-32 is a
+// dyadic rational of 33 bits, so 4u and its fractional part are exact)
 BMC_DEVICE void bmc_cos_sin_2pi(double u, double* c, double* s) {
     const double q4 = u * 4.0;                    // exact
     const int q = (int)q4;                        // quadrant 0..3

@@ -13,7 +13,7 @@ struct BmcRng {
     bmc_u32 h0, h1;        // history number
     bmc_u32 n;             // block counter
     bmc_u32 buf[4];        // last block
-    int used;              // doubles taken from buf (0..2)
+    int used;              // words taken from buf (0..4)
 };
 
 BMC_DEVICE void bmc_philox4x32_10(const bmc_u32 ctr[4], bmc_u32 k0, bmc_u32 k1, bmc_u32 out[4]) {
@@ -35,19 +35,22 @@ BMC_DEVICE void bmc_rng_init(BmcRng* g, bmc_u32 k0, bmc_u32 k1, long long histor
     g->h0 = (bmc_u32)((bmc_u64)history & 0xffffffffu);
     g->h1 = (bmc_u32)((bmc_u64)history >> 32);
     g->n = 0;
-    g->used = 2;
+    g->used = 4;
 }
 
-// Uniform double in [0, 1) with 53 random bits, from two 32-bit words (the construction numpy uses).
+// Uniform double in (0, 1) from one 32-bit word: (x + 1/2) 2^-32, never 0 or 1. A resolution of 2^-32
+// is far below any statistical effect of the transport (the longest free flight it allows,
+// -ln(2^-33) = 22.9 mean free paths, is exceeded with probability 1e-10), and one Philox block
+// gives four numbers.
 BMC_DEVICE double bmc_uniform(BmcRng* g) {
-    if (g->used == 2) {
+    if (g->used == 4) {
         bmc_u32 ctr[4] = {g->n, g->h0, g->h1, 0u};
         bmc_philox4x32_10(ctr, g->k0, g->k1, g->buf);
         g->n += 1u;
         g->used = 0;
     }
-    const int second = g->used;                   // words (0, 1) or (2, 3), chosen without indexing
-    const bmc_u32 a = (second ? g->buf[2] : g->buf[0]) >> 5, b = (second ? g->buf[3] : g->buf[1]) >> 6;
+    const int k = g->used;                         // the word, chosen without indexing (GPU registers)
+    const bmc_u32 x = k == 0 ? g->buf[0] : (k == 1 ? g->buf[1] : (k == 2 ? g->buf[2] : g->buf[3]));
     g->used += 1;
-    return ((double)a * 67108864.0 + (double)b) * (1.0 / 9007199254740992.0);
+    return ((double)x + 0.5) * (1.0 / 4294967296.0);
 }

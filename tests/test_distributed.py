@@ -109,3 +109,11 @@ def test_distributed_run_interrupted_and_resumed(problem, client, tmp_path):
                       resume=True, executor=DaskExecutor(client, problem, rule.batch_histories, seed=44))
     assert res.resumed_from == 3 and res.batches == 6
     assert np.array_equal(whole.tally.estimate("dose").mean, res.tally.estimate("dose").mean)
+
+
+def test_local_workers_share_the_cores_between_them(client):
+    """workers x kernel threads = cores: each of the 2 local workers runs cores / 2 OpenMP threads."""
+    from brachymc.mc.kernel_engine import default_threads
+
+    expect = max(1, default_threads() // 2)
+    assert set(client.run(default_threads).values()) == {expect}

@@ -26,6 +26,7 @@ import os
 
 import numpy as np
 
+from brachymc.constants import ELECTRON_REST_ENERGY_KEV
 from brachymc.errors import GeometryError, KernelBuildError, KernelUnsupportedError
 from brachymc.geometry.seed import SeedModel, orthonormal_frame
 from brachymc.geometry.seeded_phantom import SeededVoxelWorld
@@ -205,7 +206,7 @@ class KernelTransport:
         self._base = ParamBlock(self.xp)
         self._pack_tables(tables, names)
         self._pack_world(world)
-        self._source_key = None
+        self._source = None
         self._ak = None
         self._private = None
         #: energy bin edges (keV) of an optional spectrum of the photons that leave the world after
@@ -216,16 +217,14 @@ class KernelTransport:
     def _pack_tables(self, tables: PhysicsTables, names) -> None:
         t = self.tables
         n_m, n_e = t.ln_mu.shape
-        from brachymc.constants import ELECTRON_REST_ENERGY_KEV
-
         self._base.set(
             cutoff_kev=self.settings.cutoff_kev, mec2_kev=ELECTRON_REST_ENERGY_KEV,
             n_mat=n_m, n_e=n_e, n_chan=t.fl_cum.shape[-1], n_line=t.line_cum.shape[-1],
             n_s=t.compton_q.shape[1], n_q=t.compton_q.shape[2],
             water_index=names.index("water") if "water" in names else -1,
             sample_ln_e0=t.sample_ln_e0, sample_dln=t.sample_dln,
-            ln_e=t.ln_e, inv_dln=t.inv_dln, **energy_index(self.backend.asnumpy(t.ln_e)), ln_mu=t.ln_mu, ln_muen=t.ln_muen, p_photo=t.p_photo,
-            p_incoh=t.p_incoh, fl_cum=t.fl_cum, fl_channel=t.fl_channel, line_cum=t.line_cum,
+            ln_e=t.ln_e, inv_dln=t.inv_dln, **energy_index(self.backend.asnumpy(t.ln_e)),
+            ln_mu=t.ln_mu, ln_muen=t.ln_muen, p_photo=t.p_photo, p_incoh=t.p_incoh, fl_cum=t.fl_cum, fl_channel=t.fl_channel, line_cum=t.line_cum,
             line_energy=t.line_energy, compton_q=t.compton_q, compton_pdf=t.compton_pdf,
             rayleigh_q=t.rayleigh_q, rayleigh_pdf=t.rayleigh_pdf,
             score_primary=self.settings.score_primary, score_collision=self.settings.score_collision,
@@ -281,8 +280,7 @@ class KernelTransport:
         return (hi << 32) | rho32.view(xp.uint32).astype(xp.int64)
 
     def _pack_source(self, source) -> None:
-        key = id(source)
-        if key == self._source_key:
+        if source is self._source:           # packed already (the block keeps the reference alive)
             return
         b = self._base
         spec = source.spectrum
@@ -314,7 +312,7 @@ class KernelTransport:
         else:
             raise KernelUnsupportedError(f"the kernel engine has no description of a {type(source).__name__} "
                                          "source; use engine = 'array'")
-        self._source_key = key
+        self._source = source
 
     def _pack_escape_scorer(self) -> None:
         scorer = getattr(self.world, "score_escape", None)

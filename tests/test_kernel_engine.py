@@ -193,6 +193,45 @@ def test_seed_tracing_equals_array_engine(lib, key, library):
     np.testing.assert_allclose(t, t_ref, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("key", ["oncoseed_6711", "best_2301"])
+def test_outside_the_envelope_no_solid_is_skipped(lib, key, library):
+    """From outside a seed's envelope the kernel stops only where the ray enters the envelope (not at
+    every extended surface, as the array engine does): along the skipped part no point lies in a solid,
+    and just past the stop the ray is in the envelope."""
+    model = load_builtin_seed(key, library)
+    zlo, zhi, rs = model.bounds()
+    rng = np.random.default_rng(11)
+    n = 4000
+    # points in the bounding sphere but outside the envelope cylinder
+    R = np.sqrt(max(zlo * zlo, zhi * zhi) + rs * rs)
+    p = rng.uniform(-R, R, (3, 4 * n))
+    rr = np.hypot(p[0], p[1])
+    keep = (np.sum(p * p, 0) < R * R) & ((rr > rs * 1.001) | (p[2] > zhi * 1.001) | (p[2] < zlo * 1.001))
+    p = p[:, keep][:, :n]
+    d = rng.normal(size=(3, p.shape[1]))
+    d /= np.linalg.norm(d, axis=0)
+    z, r2, w, pd = ray_invariants(np, p, d, np.zeros(3), np.array([0.0, 0.0, 1.0]))
+    arrs = [np.ascontiguousarray(a, dtype=np.float64) for a in (z, r2, w, pd)]
+    t = np.zeros(z.size)
+    b = _seed_block(model)
+    lib.dll.bmc_test_seed_next(ctypes.c_void_p(b.address()), z.size, *[_ptr(a) for a in arrs], _ptr(t))
+    hit = t < 1e29
+    assert 0.05 < hit.mean() < 0.95
+    s = np.linspace(0.0, 1.0, 257)[:-1]
+    for j in np.flatnonzero(hit)[:500]:
+        q = p[:, j:j + 1] + d[:, j:j + 1] * (t[j] * s)
+        zq, r2q, _, _ = ray_invariants(np, q, np.repeat(d[:, j:j + 1], s.size, 1), np.zeros(3), np.array([0.0, 0.0, 1.0]))
+        assert np.all(model.locate(np, zq, r2q) < 0), j
+        e = p[:, j] + d[:, j] * (t[j] * (1 + 1e-9) + 1e-10)
+        ze = e[2]
+        assert np.hypot(e[0], e[1]) <= rs * (1 + 1e-6) and zlo * (1 + 1e-6) <= ze <= zhi * (1 + 1e-6)
+    # rays that miss the envelope meet no solid at all (the array engine's next-surface walk agrees)
+    for j in np.flatnonzero(~hit)[:300]:
+        q = p[:, j:j + 1] + d[:, j:j + 1] * (2 * R * s)
+        zq, r2q, _, _ = ray_invariants(np, q, np.repeat(d[:, j:j + 1], s.size, 1), np.zeros(3), np.array([0.0, 0.0, 1.0]))
+        assert np.all(model.locate(np, zq, r2q) < 0), j
+
+
 # -------------------------------------------------------------------------------------- sampling
 def _kernel_source_photons(lib, transport, source, n, key=(3, 4)):
     transport._pack_source(source)

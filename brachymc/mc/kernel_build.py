@@ -174,6 +174,7 @@ class KernelLibrary:
         dll.bmc_test_uniform.argtypes = [ctypes.c_longlong] * 4 + [vp]
         dll.bmc_test_math.argtypes = [ctypes.c_int, ctypes.c_longlong, vp, vp]
         dll.bmc_test_seed.argtypes = [vp, ctypes.c_longlong, vp, vp, vp, vp, vp, vp]
+        dll.bmc_test_seed_next.argtypes = [vp, ctypes.c_longlong, vp, vp, vp, vp, vp]
         dll.bmc_test_source.argtypes = [vp, ctypes.c_longlong, vp]
         dll.bmc_test_energy_position.argtypes = [vp, ctypes.c_longlong, vp, vp, vp]
         dll.bmc_test_interactions.argtypes = [vp, ctypes.c_int, ctypes.c_longlong, vp, vp, vp]

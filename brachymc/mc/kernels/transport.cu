@@ -300,6 +300,12 @@ void bmc_test_seed(const BmcParams* P, long long n, const double* z, const doubl
     }
 }
 
+// The stop of a ray near a seed as the transport takes it (the envelope rule of bmc_seed_next).
+void bmc_test_seed_next(const BmcParams* P, long long n, const double* z, const double* r2, const double* w,
+                        const double* pd, double* t) {
+    for (long long i = 0; i < n; ++i) t[i] = bmc_seed_next(P, z[i], r2[i], w[i], pd[i]);
+}
+
 // Grid interval and fraction of each ln E (the look-up table plus the upward search).
 void bmc_test_energy_position(const BmcParams* P, long long n, const double* ln_e, int* i_out, double* f_out) {
     for (long long k = 0; k < n; ++k) bmc_energy_position(P, ln_e[k], i_out + k, f_out + k);

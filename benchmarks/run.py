@@ -38,7 +38,8 @@ and ``extrapolated`` is true.
 
 Timing: the world, physics tables (on-disk cache) and tally are built, and one small warm-up batch
 is run (on every worker with ``--workers``), before the clock starts. ``histories_per_s`` and
-``voxel_steps_per_s`` use the wall time of the whole ``run_batches`` call (a voxel step is one
+``voxel_steps_per_s`` use the wall time of the whole ``run_batches`` call (``cpu_s`` is the process's
+CPU time over the same span: below ``threads`` x ``wall_s`` when other jobs shared the cores) (a voxel step is one
 photon moved across one voxel chord, to a seed surface or to an interaction). ``--workers N`` runs
 the batches on a local Dask cluster of N single-threaded worker processes
 (:mod:`brachymc.pipeline.distributed`); without it they run in this process.
@@ -445,10 +446,13 @@ def run_problem(name: str, backend_name: str, ci: bool = False, workers: int | N
         if p.dynamic_target is not None:
             executor = DynamicTargetExecutor(inner, tally, p.dynamic_target, TARGET_REL_UNC, MIN_BATCHES)
         t0 = time.perf_counter()
+        c0 = os.times()
         res = run_batches(p.transport, p.source, tally, rule, seed, raw_quantities=p.raw_quantities,
                           target_region=p.target_region, executor=executor)
         backend.synchronize()
         wall = time.perf_counter() - t0
+        c1 = os.times()
+        cpu = (c1.user - c0.user) + (c1.system - c0.system)
     finally:
         if client is not None:
             from brachymc.pipeline.distributed import close_client
@@ -481,6 +485,7 @@ def run_problem(name: str, backend_name: str, ci: bool = False, workers: int | N
         "n_voxels": int(g.n_voxels),
         "grid_shape_zyx": [int(n) for n in g.shape], "voxel_mm": [round(10 * float(v), 6) for v in g.spacing],
         "wall_s": wall, "transport_s": float(t_run), "setup_s": setup_s,
+        "cpu_s": cpu, "threads": getattr(p.transport, "threads", 1), "engine": p.transport.describe(),
         "histories_per_s": res.histories / wall, "voxel_steps": int(res.voxel_steps),
         "voxel_steps_per_s": res.voxel_steps / wall, "steps_per_history": res.voxel_steps / max(res.histories, 1),
         "target_region": p.target_description, "target_voxels": target_voxels, "target_rel_unc": TARGET_REL_UNC,

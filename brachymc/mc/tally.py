@@ -50,6 +50,7 @@ class DoseTally:
     _sum: dict = field(default_factory=dict)
     _sum2: dict = field(default_factory=dict)
     _inv_volume: object = None
+    _tmp: object = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         xp = self.backend.xp
@@ -64,10 +65,16 @@ class DoseTally:
         if n_histories <= 0:
             raise ValueError("a batch needs at least one history")
         scale = KEV_PER_G_TO_GY / n_histories
+        xp = self.backend.xp
+        if self._tmp is None:
+            self._tmp = xp.empty_like(self._inv_volume)
+        x = self._tmp                   # in place: the same arithmetic, half the memory traffic
         for q in self.quantities:
-            x = raw[q] * self._inv_volume * scale
+            xp.multiply(raw[q], self._inv_volume, out=x)
+            x *= scale
             self._sum[q] += x
-            self._sum2[q] += x * x
+            xp.multiply(x, x, out=x)
+            self._sum2[q] += x
         self.n_batches += 1
         self.n_histories += int(n_histories)
 

@@ -553,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc = vsub.add_parser("primary", help="independent check: MC primary kerma around a seed vs deterministic "
                                          "ray integration through its solids")
     pc.add_argument("--seed", required=True, help="built-in seed model key (configs/seeds) or a seed .toml file")
-    pc.add_argument("--histories", type=int, help="MC histories (default 2e7; 2e5 with --quick)")
+    pc.add_argument("--histories", type=int, help="MC histories (default 2e7; 1e6 with --quick)")
     pc.add_argument("--decays", type=int, help="decay positions for the ray integration (default 6000)")
     pc.add_argument("--radii", help="comma-separated radii in cm (default 1,2)")
     pc.add_argument("--rng-seed", type=int, default=2026)

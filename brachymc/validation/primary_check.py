@@ -53,8 +53,8 @@ class PrimaryCheckSettings:
 
     @classmethod
     def quick(cls, **overrides) -> "PrimaryCheckSettings":
-        """CI-sized check: 2e5 histories, 200 decays, 1 cm at 30, 60 and 90 deg (seconds on a CPU)."""
-        kw = dict(histories=200_000, batches=10, n_decays=200, decays_per_pass=200, n_steps=300, radii_cm=(1.0,),
+        """CI-sized check: 1e6 histories, 200 decays, 1 cm at 30, 60 and 90 deg (seconds on a CPU)."""
+        kw = dict(histories=1_000_000, batches=10, n_decays=200, decays_per_pass=200, n_steps=300, radii_cm=(1.0,),
                   thetas_deg=(30.0, 60.0, 90.0))
         return cls(**{**kw, **overrides})
 

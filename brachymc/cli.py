@@ -587,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--backend", choices=("numpy", "cupy", "auto"))
     rs.add_argument("--out", help="where to write the result (default: overwrite the input)")
     rs.add_argument("--also", action="append", help="write the same result here too (e.g. configs/tg43/MODEL.brachymc.json)")
-    rs.add_argument("--reference", help="folder with the published reference data (default ../shared/reference)")
+    rs.add_argument("--reference", help="folder with the published reference data (default: the copy shipped in configs/reference)")
     rs.add_argument("--no-report", action="store_true")
     rs.add_argument("--no-progress", action="store_true")
     rs.set_defaults(func=cmd_validate_rescore_sk)

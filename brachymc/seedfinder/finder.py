@@ -36,7 +36,9 @@ from brachymc.geometry.seed import SeedModel
 from brachymc.seedfinder.appearance import SeedAppearance
 from brachymc.seedfinder.fit import (Patch, SeedFit, amplitude_from_sum, calibrate, fit_seeds, initial_guesses,
                                      principal_axis)
-from brachymc.seedfinder.segment import ScanLevels, body_mask, find_components, local_background, scan_levels
+from brachymc.seedfinder.split import MIN_SPLIT_RATIO, amplitude_ratios, score, split_component
+from brachymc.seedfinder.segment import (STRUCT26, ScanLevels, body_mask, find_components, inpainted_background,
+                                         scan_levels)
 
 
 class NoMetalError(ConfigError):
@@ -249,6 +251,8 @@ def _patches(hu, comps, voxel, origin, levels, settings, labels):
     mx, my, mz = (max(2, int(np.ceil(3.0 / d))) for d in (dx, dy, dz))
     mz = max(1, int(np.ceil(3.0 / dz)))
     nz, ny, nx = hu.shape
+    # the hole: metal, its blur tails (the fit's one-voxel margin) and one more voxel in-plane
+    disc = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
     work = []
     for ci, comp in enumerate(comps, 1):
         lo = comp.index.min(0)
@@ -256,18 +260,22 @@ def _patches(hu, comps, voxel, origin, levels, settings, labels):
         sl = (slice(max(lo[0] - mz, 0), min(hi[0] + mz, nz)), slice(max(lo[1] - my, 0), min(hi[1] + my, ny)),
               slice(max(lo[2] - mx, 0), min(hi[2] + mx, nx)))
         box = hu[sl]
-        own = labels[sl] == ci
-        bg = local_background(own, box, levels.reference_hu, levels.reference_hu + settings.candidate_excess_hu)
+        lab = labels[sl]
+        own = lab == ci
+        # background: the box with all metal and its blur tails filled in from the surroundings
+        hole = ndimage.binary_dilation(lab > 0, structure=STRUCT26)
+        hole = ndimage.binary_dilation(hole, structure=disc[None])
+        bg = inpainted_background(box, hole, voxel, levels.noise_hu)
         # the fit sees the component and its blur tails (1 voxel around it), never another component
         region = ndimage.binary_dilation(own, structure=np.ones((3, 3, 3), bool)) & ((labels[sl] == 0) | own)
         iz, iy, ix = np.nonzero(region)
         pts = np.column_stack([origin[0] + (ix + sl[2].start + 0.5) * dx, origin[1] + (iy + sl[1].start + 0.5) * dy,
                                origin[2] + (iz + sl[0].start + 0.5) * dz])
         vals = box[iz, iy, ix].astype(np.float64)
-        patch = Patch(points=pts, hu=vals, background=bg[iz], clip=levels.clip_hu, noise_hu=levels.noise_hu,
+        patch = Patch(points=pts, hu=vals, background=bg[iz, iy, ix], clip=levels.clip_hu, noise_hu=levels.noise_hu,
                       in_component=own[iz, iy, ix])
         ex = patch.excess
-        if ex.sum() <= 0:
+        if ex.sum() <= 0 or (ex * patch.in_component).sum() <= 0:
             continue
         c, cov = patch.moments()
         work.append(_Work(comp_index=comp.index, patch=patch, S=float(ex.sum()) * dx * dy * dz, centroid=c, cov=cov,
@@ -283,17 +291,7 @@ def _one_seed_like(w: _Work, app: SeedAppearance) -> bool:
                 and evals[-2] <= (app.capsule_diameter_mm + 1.5) ** 2 / 4 + s2)
 
 
-#: penalty per seed (x ln n_eff) in the choice of k: the BIC's 6 parameters per seed. Doubling it
-#: (tried on the validation cases) removed most over-split clusters next to bone but missed as
-#: many seeds in dense ones, and the GTV D90 errors grew: 6 it is.
-BIC_PER_SEED = 6.0
-
-#: every seed of a split cluster must carry at least this fraction of one seed's line density
-MIN_SPLIT_RATIO = 0.5
-
-
-def _amp_ratios(fit: SeedFit, app: SeedAppearance) -> np.ndarray:
-    return fit.amplitudes / app.amplitude_of(fit.axes)
+_amp_ratios = amplitude_ratios
 
 
 #: metal thicker than this (half-width, mm, in-plane) is not a seed: seeds are 0.8 mm across
@@ -367,37 +365,6 @@ def _weakest_seed_peak(app: SeedAppearance, voxel) -> float:
     return min(peaks)
 
 
-def _score(fit: SeedFit, k: int, ratio: float, app: SeedAppearance, noise: float, amp1: float) -> float:
-    """Penalised misfit of k seeds: residual (effective samples ~ n / 4, the PSF correlates
-    neighbouring voxels), 6 parameters per seed (BIC), each seed's line density against one
-    seed's at its tilt, and the summed intensity's count ``ratio`` (loosely: it depends on the
-    seeds' tilts in thick slices)."""
-    n = fit.n_points
-    n_eff = max(n / 4.0, 10.0)
-    chi = n_eff * np.log(max(fit.rss, 1e-9) / n)
-    bic = BIC_PER_SEED * k * np.log(n_eff)
-    prior = ((ratio - k) / (0.35 * np.sqrt(k))) ** 2
-    ratios = _amp_ratios(fit, app)
-    if k > 1 and ratios.min() < MIN_SPLIT_RATIO:
-        return float("inf")          # a split must give whole seeds, not a seed and a streak
-    amp = float(np.sum((np.log(np.clip(ratios, 1e-3, None)) / 0.3) ** 2))
-    return float(chi + bic + prior + amp)
-
-
-def _fit_k(w: _Work, k: int, app: SeedAppearance, rng, voxel_volume: float) -> SeedFit:
-    if k == 1:
-        u = principal_axis(w.cov, app)
-        a0 = amplitude_from_sum(float(w.patch.excess.sum()), app, voxel_volume)
-        fit, _ = fit_seeds(w.patch, app, [w.centroid], [u], [a0])
-        return fit
-    best = None
-    for rss0, cents, axes, amps in initial_guesses(w.patch, app, k, rng)[:3]:
-        fit, _ = fit_seeds(w.patch, app, cents, axes, amps)
-        if best is None or fit.rss < best.rss:
-            best = fit
-    return best
-
-
 def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings: FinderSettings = FinderSettings(),
                expected: int | None = None, roi_mask: np.ndarray | None = None, roi_name: str = "ROI",
                library=None) -> SeedFindResult:
@@ -453,7 +420,9 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
     app = calibrate([w.patch for w in single[:settings.calibration_seeds]], app, vv)
     amp1 = app.amplitude or amplitude_from_sum(s1 / vv, app, vv)
     if app.amplitude is None:
-        app = replace(app, amplitude=amp1, amplitude_axial=amp1)
+        app = replace(app, amplitude=amp1)
+    if not app.unit_knots:
+        app = replace(app, unit_knots=(s1,) * 4)
     timing["calibrate"] = time.perf_counter() - t0 - timing["segment"]
 
     rng = np.random.default_rng(settings.random_seed)
@@ -487,27 +456,17 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
             continue
         # a thin conglomerate of more seeds than max_seeds_per_cluster (a dense implant) is split too
         kmax = (max(big, int(round(w.ratio)) + 2) if w.n_core > 0 else 1)
-        k0 = int(np.clip(round(w.ratio), 1, kmax))
-        if k0 == 1 and _one_seed_like(w, app) and w.ratio < 1.4:
+        # first count from the intensity, with the seed unit at the component's own tilt
+        u_c = principal_axis(w.cov, app)
+        r_tilt = w.S / float(app.unit_of([u_c])[0])
+        k0 = int(np.clip(round(r_tilt), 1, kmax))
+        if k0 == 1 and _one_seed_like(w, app) and max(w.ratio, r_tilt) < 1.4:
             ks = [1]
         else:
             ks = sorted({max(1, k0 - 1), k0, min(kmax, k0 + 1)})
-        for k in ks:
-            f = _fit_k(w, k, app, rng, vv)
-            w.fits[k] = f
-            w.score[k] = _score(f, k, w.ratio, app, levels.noise_hu, amp1)
-        # the count ratio depends on the seeds' tilts in thick slices: follow the score past the range
-        while len(ks) > 1:
-            best = min(w.score, key=w.score.get)
-            if not np.isfinite(w.score[best]):
-                break
-            nxt = best + 1 if best == max(w.score) and best < kmax else (
-                best - 1 if best == min(w.score) and best > 1 and len(ks) > 1 else None)
-            if nxt is None or nxt in w.score:
-                break
-            w.fits[nxt] = _fit_k(w, nxt, app, rng, vv)
-            w.score[nxt] = _score(w.fits[nxt], nxt, w.ratio, app, levels.noise_hu, amp1)
-        w.k = min(w.score, key=w.score.get)
+        sp = split_component(w.patch, w.S, app, ks, kmax, rng, vv, centroid=w.centroid, cov=w.cov)
+        w.fits, w.score = sp.fits, sp.scores
+        w.k = sp.best()
         if not np.isfinite(w.score[w.k]):
             # no split into whole seeds: the fewest seeds that were fitted, weak ones dropped below
             w.k = min(w.fits)
@@ -538,8 +497,14 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
 
     seeds_work = [w for w in work if w.kind == "seeds"]
     if expected is not None:
-        priors.apply_expected_count(seeds_work, expected, app, rng, vv, amp1, _fit_k, _score, levels.noise_hu, notes,
-                                    settings.max_seeds_per_cluster)
+        def refit(w, k):
+            sp = split_component(w.patch, w.S, app, [k], k, rng, vv, centroid=w.centroid, cov=w.cov) \
+                if k not in w.fits else None
+            if sp is not None:
+                w.fits[k], w.score[k] = sp.fits[k], sp.scores[k]
+            return w.fits[k]
+
+        priors.apply_expected_count(seeds_work, expected, refit, notes, settings.max_seeds_per_cluster)
 
     clusters, seeds = [], []
     for w in seeds_work:

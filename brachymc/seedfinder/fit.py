@@ -21,7 +21,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from brachymc.geometry.seed import orthonormal_frame
-from brachymc.seedfinder.appearance import SeedAppearance, seeds_image, seeds_image_grad
+from brachymc.seedfinder.appearance import TILT_KNOTS, SeedAppearance, seed_images, seeds_image, seeds_image_grad
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,7 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
     # and on each line density: about one seed's at its tilt (once the scan is calibrated), so
     # that two touching seeds share the intensity instead of one taking it all
     use_amp_prior = app.amplitude is not None and not free_shape
+    amp_sd = max(app.amplitude_sd, 0.1)
 
     amp_expected = app.amplitude_of(axes0) if use_amp_prior else None
 
@@ -168,7 +169,7 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
         # the axis towards the tilt whose density matches
         if not use_amp_prior:
             return np.zeros(0)
-        return r_scale * np.log(amp / amp_expected) / AMP_PRIOR_SD
+        return r_scale * np.log(amp / amp_expected) / amp_sd
 
     def resid(x):
         c, u, amp = unpack(x)[:3]
@@ -190,7 +191,7 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
             for j in range(3):
                 J[len(pts) + 3 * i + j, 3 * i + j] = r_scale * dcd[i][j] / prior_sd[j]
             if use_amp_prior:
-                J[len(pts) + 3 * k + i, 5 * k + i] = r_scale * lad[i] / AMP_PRIOR_SD
+                J[len(pts) + 3 * k + i, 5 * k + i] = r_scale * lad[i] / amp_sd
         return J
 
     x0 = np.concatenate([np.zeros(5 * k), _inv(la0, *LOG_AMP_RANGE)]
@@ -260,8 +261,7 @@ def _amplitudes_for(patch: Patch, app: SeedAppearance, centers, axes) -> tuple[n
 
     pts = patch.points
     zo = app.z_offsets()
-    basis = np.column_stack([seeds_image(pts, [c], [u], [1.0], app.length_mm, app.sigma, 0.0, None, zo)
-                             for c, u in zip(centers, axes)])
+    basis = seed_images(pts, centers, axes, np.ones(len(centers)), app.length_mm, app.sigma, zo).T
     y = patch.hu - patch.background
     ok = np.ones(len(y), bool) if patch.clip is None else patch.hu < patch.clip - 1.0
     if ok.sum() < basis.shape[1] + 3:
@@ -295,6 +295,29 @@ def initial_guesses(patch: Patch, app: SeedAppearance, k: int, rng: np.random.Ge
     starts.append((c0 + np.outer(offs * step, u2), np.tile(u1, (k, 1))))
     # end to end
     starts.append((c0 + np.outer(offs * (app.capsule_length_mm + 0.4), u1), np.tile(u1, (k, 1))))
+    # intensity maxima along the principal axis (chains of seeds along a needle track)
+    tt = (pts - c0) @ u1
+    h = 0.25
+    edges = np.arange(tt.min() - 1.0, tt.max() + 1.0 + h, h)
+    prof, _ = np.histogram(tt, edges, weights=w)
+    from scipy.ndimage import gaussian_filter1d
+
+    prof = gaussian_filter1d(prof, 0.6 / h)
+    mids = 0.5 * (edges[1:] + edges[:-1])
+    peaks = [i for i in range(1, len(prof) - 1) if prof[i] >= prof[i - 1] and prof[i] > prof[i + 1]]
+    peaks.sort(key=lambda i: -prof[i])
+    chosen = []
+    for i in peaks:
+        if all(abs(mids[i] - mids[j]) >= 0.6 * app.capsule_length_mm for j in chosen):
+            chosen.append(i)
+        if len(chosen) == k:
+            break
+    if len(chosen) == k:
+        cents = []
+        for i in chosen:
+            m = np.abs(tt - mids[i]) < 0.5 * app.length_mm
+            cents.append((w[m] @ pts[m]) / w[m].sum() if w[m].sum() > 0 else c0 + mids[i] * u1)
+        starts.append((np.array(cents), np.tile(u1, (k, 1))))
     inits = []
     for u in (u1, u2):
         tt = (pts - c0) @ u
@@ -331,48 +354,93 @@ def initial_guesses(patch: Patch, app: SeedAppearance, k: int, rng: np.random.Ge
     return out
 
 
-def calibrate(patches: list[Patch], app: SeedAppearance, voxel_volume: float) -> SeedAppearance:
-    """Scan-specific L, sigma_xy, sigma_z and line density from isolated seeds (free fits).
+def tilt_curve(uz: np.ndarray, values: np.ndarray, min_points: int = 4) -> tuple[tuple[float, ...], float]:
+    """Robust smooth curve of positive ``values`` against |u_z|: piecewise linear in log(value)
+    between :data:`~brachymc.seedfinder.appearance.TILT_KNOTS`, fitted by iteratively reweighted
+    least squares (Huber weights) with a penalty on its curvature (second differences), so that a
+    tilt range with few seeds is bridged by a straight line. Returns the values at the knots and
+    the robust spread (1.4826 MAD, log) of the points about the curve; with fewer than
+    ``min_points`` points one value (the median) everywhere."""
+    uz = np.abs(np.asarray(uz, float))
+    y = np.log(np.asarray(values, float))
+    kn = np.asarray(TILT_KNOTS)
+    if len(y) < min_points:
+        med = float(np.median(y)) if len(y) else 0.0
+        sd = float(1.4826 * np.median(np.abs(y - med))) if len(y) >= 3 else 0.3
+        return tuple([float(np.exp(med))] * len(kn)), float(np.clip(sd, 0.05, 0.5))
+    # hat-function basis
+    B = np.zeros((len(uz), len(kn)))
+    j = np.clip(np.searchsorted(kn, uz, side="right") - 1, 0, len(kn) - 2)
+    t = (uz - kn[j]) / (kn[j + 1] - kn[j])
+    B[np.arange(len(uz)), j] = 1.0 - t
+    B[np.arange(len(uz)), j + 1] = t
+    D = np.zeros((len(kn) - 2, len(kn)))
+    for r in range(len(kn) - 2):               # second differences on the (unequal) knot grid
+        h0, h1 = kn[r + 1] - kn[r], kn[r + 2] - kn[r + 1]
+        D[r, r], D[r, r + 1], D[r, r + 2] = 1.0 / h0, -(1.0 / h0 + 1.0 / h1), 1.0 / h1
+    # a data-poor curve is a straight line: the penalty weighs like a few seeds per knot
+    lam = 0.02 * len(y)
+    w = np.ones(len(y))
+    beta = np.full(len(kn), float(np.median(y)))
+    for _ in range(20):
+        A = B.T @ (B * w[:, None]) + lam * D.T @ D + 1e-9 * np.eye(len(kn))
+        beta_new = np.linalg.solve(A, B.T @ (w * y))
+        r = y - B @ beta_new
+        sd = max(1.4826 * float(np.median(np.abs(r))), 0.03)
+        a = np.abs(r) / (1.345 * sd)
+        w = np.where(a <= 1.0, 1.0, 1.0 / np.maximum(a, 1e-12))
+        if np.allclose(beta_new, beta, atol=1e-6):
+            beta = beta_new
+            break
+        beta = beta_new
+    r = y - B @ beta
+    sd = 1.4826 * float(np.median(np.abs(r))) * np.sqrt(len(y) / max(len(y) - 2, 1))
+    return tuple(float(v) for v in np.exp(beta)), float(np.clip(sd, 0.05, 0.5))
 
-    Shape parameters are the medians of the fits; the line density is a robust straight line in
-    |u_z| (in-plane to axial seeds), because in thick slices the partial-volume non-linearity of
-    metal makes a seed along z look denser than one lying in the slice.
+
+def calibrate(patches: list[Patch], app: SeedAppearance, voxel_volume: float) -> SeedAppearance:
+    """Scan-specific L, sigma_xy, sigma_z, line density and seed unit from isolated seeds.
+
+    Free fits (shape too) to each isolated seed; those with R^2 >= 0.8 count. The segment length
+    L is the median over the seeds lying within 60 deg of the slice plane (|u_z| < 0.5; along z the
+    slice profile hides the length), sigma_xy the median of all, sigma_z the median of the seeds
+    lying nearly in-plane (for tilted seeds the tilt and the axial blur trade against each other).
+    With that common shape each seed is refitted; its line density A and summed excess S against
+    its tilt give robust curves in |u_z| (:func:`tilt_curve`: in thick slices the partial-volume
+    non-linearity makes a seed along z look denser than one lying in the slice) and their
+    spreads, which set how strictly the cluster splitting holds each seed to one seed's worth.
     """
     if not patches:
         return app
-    lengths, sxy, sz, amps, uz, used = [], [], [], [], [], []
+    fits = []
     for p in patches:
         c, cov = p.moments()
         u = principal_axis(cov, app)
         a0 = amplitude_from_sum(float(p.excess.sum()), app, voxel_volume)
         fit, a = fit_seeds(p, app, [c], [u], [a0], free_shape=True, max_nfev=300)
-        if fit.r2 < 0.8:
-            continue
-        lengths.append(a.length_mm)
-        sxy.append(a.sigma_xy_mm)
-        sz.append(a.sigma_z_mm)
-        used.append((p, fit))
-    if len(lengths) < 2:
+        if fit.r2 >= 0.8:
+            fits.append((p, fit, a))
+    if len(fits) < 2:
         return app
-    # sigma_z from the seeds lying nearly in-plane: for tilted seeds the tilt and the axial blur
-    # both spread the intensity along z and a free fit trades one for the other
-    flat = [sz[i] for i, (p, f) in enumerate(used) if abs(float(f.axes[0][2])) < 0.35]
-    shaped = replace(app, length_mm=float(np.median(lengths)), sigma_xy_mm=float(np.median(sxy)),
-                     sigma_z_mm=float(np.median(flat if len(flat) >= 3 else sz)))
+    uz0 = np.array([abs(float(f.axes[0][2])) for _, f, _ in fits])
+    lengths = np.array([a.length_mm for _, _, a in fits])
+    sxy = np.array([a.sigma_xy_mm for _, _, a in fits])
+    sz = np.array([a.sigma_z_mm for _, _, a in fits])
+    flat_l = uz0 < 0.5
+    flat = uz0 < 0.35
+    shaped = replace(app, length_mm=float(np.median(lengths[flat_l] if flat_l.sum() >= 3 else lengths)),
+                     sigma_xy_mm=float(np.median(sxy)),
+                     sigma_z_mm=float(np.median(sz[flat] if flat.sum() >= 3 else sz)))
     # line densities with the common shape (free shapes trade density against width where the
     # scan saturates)
-    for p, f in used:
+    amps, uz, sums = [], [], []
+    for p, f, _ in fits:
         fit, _ = fit_seeds(p, shaped, f.centers, f.axes, f.amplitudes)
         amps.append(float(fit.amplitudes[0]))
         uz.append(abs(float(fit.axes[0][2])))
-    amps, uz = np.array(amps), np.array(uz)
-    a_ip = a_ax = float(np.median(amps))
-    if len(amps) >= 6 and np.ptp(uz) > 0.4:
-        # Theil-Sen slope (median of pairwise slopes), robust to a mis-fitted seed
-        i, j = np.triu_indices(len(uz), 1)
-        ok = np.abs(uz[j] - uz[i]) > 0.15
-        if ok.sum() >= 3:
-            slope = float(np.median((amps[j] - amps[i])[ok] / (uz[j] - uz[i])[ok]))
-            icpt = float(np.median(amps - slope * uz))
-            a_ip, a_ax = max(icpt, 0.2 * a_ip), max(icpt + slope, 0.2 * a_ip)
-    return replace(shaped, amplitude=a_ip, amplitude_axial=a_ax, calibrated_from=len(lengths))
+        sums.append(float(p.excess.sum()) * voxel_volume)
+    amps, uz, sums = np.array(amps), np.array(uz), np.array(sums)
+    a_knots, a_sd = tilt_curve(uz, amps)
+    s_knots, s_sd = tilt_curve(uz, sums)
+    return replace(shaped, amplitude=a_knots[0], amplitude_knots=a_knots, amplitude_sd=a_sd, unit_knots=s_knots,
+                   unit_sd=s_sd, calibrated_from=len(fits))

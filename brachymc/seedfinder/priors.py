@@ -66,8 +66,9 @@ def flag_beyond_expected(seeds: list[dict], expected: int, notes: list[str]) -> 
         notes.append(f"{n} seeds found, {expected} expected: {expected - n} not found (check the QA figure)")
 
 
-def apply_expected_count(work, expected, app, rng, voxel_volume, amp1, fit_k, score, noise, notes, k_max) -> None:
-    """Fewer seeds than expected: give k + 1 seeds to the clusters whose intensity argues most for it."""
+def apply_expected_count(work, expected, refit, notes, k_max) -> None:
+    """Fewer seeds than expected: give k + 1 seeds to the clusters whose intensity argues most for it
+    (``refit(w, k)`` returns the component's k-seed fit)."""
     total = sum(w.fit.k for w in work)
     added = 0
     while total < expected:
@@ -76,10 +77,7 @@ def apply_expected_count(work, expected, app, rng, voxel_volume, amp1, fit_k, sc
             break
         w = max(cands, key=lambda w: w.ratio - w.fit.k)
         k = w.fit.k + 1
-        if k not in w.fits:
-            w.fits[k] = fit_k(w, k, app, rng, voxel_volume)
-            w.score[k] = score(w.fits[k], k, w.ratio, app, noise, amp1)
-        w.fit, w.k = w.fits[k], k
+        w.fit, w.k = refit(w, k), k
         total += 1
         added += 1
     if added:

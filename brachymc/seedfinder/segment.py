@@ -170,3 +170,75 @@ def local_background(comp_mask_box: np.ndarray, box_hu: np.ndarray, ref: float, 
         if v.size >= 12:
             out[k] = float(np.median(v))
     return out
+
+
+def inpainted_background(box_hu: np.ndarray, hole: np.ndarray, voxel_mm, noise_hu: float = 20.0,
+                         max_through_slice_mm: float = 1.5) -> np.ndarray:
+    """Background of a component's box: the image with the metal and its blur tails (``hole``)
+    filled in from the voxels around them.
+
+    Each hole voxel takes the interpolation along a line through it whose two ends (outside the
+    hole) agree (:func:`brachymc.seedfinder._kernel.directional_fill`; of several such lines the
+    brightest, since lines across a thin bright plate agree too): a seed lying against bone - a
+    vertebral cortex, a pedicle, an endplate - gets the bone's level on the bone's side and the
+    soft tissue's on the other, the edge running through the hole as it runs outside it, so the
+    bone next to a seed is not counted as seed (a smooth, harmonic fill blurs the edge and leaves
+    part of the bone in the seed's excess: measured, single seeds against bone then counted up to
+    2 seeds' worth). Lines leave the slice plane only where
+    slices are at most ``max_through_slice_mm`` thick (thin slices: the anatomy continues from
+    slice to slice; a thick slice above or below may hold other anatomy). Voxels that no line
+    leaves at both ends (holes reaching the box's edge) take the harmonic fill of their slice.
+    """
+    from brachymc.seedfinder._kernel import directional_fill, fill_directions
+
+    dz = float(voxel_mm[2])
+    img = np.ascontiguousarray(box_hu, dtype=np.float64)
+    dirs = fill_directions(dz <= max_through_slice_mm)
+    out = directional_fill(img, np.ascontiguousarray(hole), dirs, float(noise_hu))
+    bad = np.isnan(out)
+    if bad.any():
+        out[bad] = harmonic_fill(img, hole)[bad]
+    return out
+
+
+def harmonic_fill(box_hu: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """The image with ``hole`` filled slice by slice by harmonic interpolation (Laplace's equation,
+    the surrounding voxels as boundary values, no flux through the box's edges)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import spsolve
+
+    out = np.array(box_hu, dtype=np.float64)
+    nz, ny, nx = out.shape
+    for k in range(nz):
+        h = hole[k]
+        n = int(h.sum())
+        if n == 0:
+            continue
+        if n == h.size:
+            out[k] = np.median(box_hu) if not hole.all() else out[k]
+            continue
+        idx = -np.ones((ny, nx), np.int64)
+        iy, ix = np.nonzero(h)
+        idx[iy, ix] = np.arange(n)
+        rows, cols, vals = [], [], []
+        rhs = np.zeros(n)
+        deg = np.zeros(n)
+        img = out[k]
+        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            jy, jx = iy + dy, ix + dx
+            inside = (jy >= 0) & (jy < ny) & (jx >= 0) & (jx < nx)
+            deg += inside
+            jy_, jx_ = jy[inside], jx[inside]
+            src = np.flatnonzero(inside)
+            nb = idx[jy_, jx_]
+            unk = nb >= 0
+            rows.append(src[unk])
+            cols.append(nb[unk])
+            vals.append(-np.ones(int(unk.sum())))
+            np.add.at(rhs, src[~unk], img[jy_[~unk], jx_[~unk]])
+        rows.append(np.arange(n))
+        cols.append(np.arange(n))
+        vals.append(deg)
+        A = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)).tocsc()
+        out[k][iy, ix] = spsolve(A, rhs)
+    return out

@@ -52,6 +52,8 @@ class SeedAppearance:
     amplitude: float | None = None          # line density A of one seed lying in-plane (HU mm^2), None: unknown
     amplitude_knots: tuple[float, ...] = () # A at |u_z| = TILT_KNOTS (thick slices: partial-volume non-linearity)
     amplitude_sd: float = 0.3               # spread (log) of one seed's A about that curve, from the scan's seeds
+    intensity_knots: tuple[float, ...] = () # integrated model intensity A x L (HU mm^3) of one seed at TILT_KNOTS
+    intensity_sd: float = 0.3               # spread (log) of one seed's A x L about that curve
     unit_knots: tuple[float, ...] = ()      # summed excess S1 (HU mm^3) of one seed at |u_z| = TILT_KNOTS
     unit_sd: float = 0.3                    # spread (log) of one seed's S1 about that curve
     calibrated_from: int = 0                # isolated seeds the values come from (0: defaults)
@@ -90,6 +92,11 @@ class SeedAppearance:
         """Expected line density of one seed with axis ``axes`` (k, 3): the scan's calibrated curve in
         |u_z| (piecewise linear between TILT_KNOTS), or one value where the scan gave none."""
         return self._tilt_curve(axes, self.amplitude_knots, self.amplitude if self.amplitude is not None else 1.0)
+
+    def intensity_of(self, axes) -> np.ndarray:
+        """Expected integrated model intensity A x L (HU mm^3) of one seed with axis ``axes`` (k, 3)."""
+        default = (self.amplitude if self.amplitude is not None else 1.0) * self.length_mm
+        return self._tilt_curve(axes, self.intensity_knots, default)
 
     def unit_of(self, axes) -> np.ndarray:
         """Expected summed excess (HU mm^3) of one seed with axis ``axes`` (k, 3)."""

@@ -67,6 +67,14 @@ class SeedFit:
     n_points: int
     r2: float                    # 1 - rss / sum((hu - background)^2)
     local_r2: np.ndarray         # (k,) the same, over the voxels nearest each seed
+    lengths: np.ndarray | None = None   # (k,) apparent segment lengths (mm)
+
+    @property
+    def intensities(self) -> np.ndarray:
+        """Each seed's integrated model intensity A x L (HU mm^3): line density and apparent length
+        trade against each other in a fit, their product much less."""
+        L = self.lengths if self.lengths is not None else np.ones(len(self.amplitudes))
+        return self.amplitudes * L
 
     @property
     def k(self) -> int:
@@ -199,8 +207,16 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
                            else [_inv(np.full(k, app.length_mm), *len_range)]))
     r0 = data_resid(x0)
     r_scale = float(np.sqrt(r0 @ r0 / len(r0)))
-    sol = least_squares(resid, x0, jac="2-point" if free_shape else jac, method="lm", x_scale=1.0 if free_shape else "jac",
-                        max_nfev=max_nfev, diff_step=1e-4, ftol=1e-6, xtol=1e-6)
+    if free_shape:
+        xs = 1.0
+    else:
+        # the Jacobian's column norms at the start (MINPACK's own scaling), floored: a parameter the
+        # image does not see at the start (the tilt of a seed centred in a slice) must not get an
+        # unbounded step
+        cn = np.linalg.norm(jac(x0), axis=0)
+        xs = 1.0 / np.maximum(cn, 1e-3 * max(float(np.median(cn)), 1e-12))
+    sol = least_squares(resid, x0, jac="2-point" if free_shape else jac, method="lm", x_scale=xs,
+                        max_nfev=max_nfev, diff_step=1e-4, ftol=1e-5, xtol=1e-5)
     c, u, amp, length, sig = unpack(sol.x)[:5]
     r = data_resid(sol.x)
     rss = float(r @ r)
@@ -214,7 +230,8 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
         own = np.zeros(len(pts), int)
     local = np.array([1.0 - float(r[own == i] @ r[own == i]) / max(float(e[own == i] @ e[own == i]), 1e-9)
                       for i in range(k)])
-    fit = SeedFit(centers=c + origin, axes=u, amplitudes=amp, rss=rss, n_points=len(pts),
+    fit = SeedFit(lengths=np.broadcast_to(np.asarray(length, float), (k,)).copy(), centers=c + origin, axes=u,
+                  amplitudes=amp, rss=rss, n_points=len(pts),
                   r2=1.0 - rss / max(tot, 1e-9), local_r2=local)
     if free_shape:
         app = replace(app, length_mm=float(length), sigma_xy_mm=float(sig[0]), sigma_z_mm=float(sig[2]))
@@ -354,6 +371,10 @@ def initial_guesses(patch: Patch, app: SeedAppearance, k: int, rng: np.random.Ge
     return out
 
 
+#: slices at least this thick (mm) hide most seeds inside one slice's flat top (sigma_z by profile likelihood)
+THICK_SLICE_MM = 2.0
+
+
 def tilt_curve(uz: np.ndarray, values: np.ndarray, min_points: int = 4) -> tuple[tuple[float, ...], float]:
     """Robust smooth curve of positive ``values`` against |u_z|: piecewise linear in log(value)
     between :data:`~brachymc.seedfinder.appearance.TILT_KNOTS`, fitted by iteratively reweighted
@@ -405,8 +426,9 @@ def calibrate(patches: list[Patch], app: SeedAppearance, voxel_volume: float) ->
     L is the median over the seeds lying within 60 deg of the slice plane (|u_z| < 0.5; along z the
     slice profile hides the length), sigma_xy the median of all, sigma_z the median of the seeds
     lying nearly in-plane (for tilted seeds the tilt and the axial blur trade against each other).
-    With that common shape each seed is refitted; its line density A and summed excess S against
-    its tilt give robust curves in |u_z| (:func:`tilt_curve`: in thick slices the partial-volume
+    With that common shape each seed is refitted; its line density A, integrated model intensity
+    A x L (line density and apparent length trade against each other, their product much less)
+    and summed excess S against its tilt give robust curves in |u_z| (:func:`tilt_curve`: in thick slices the partial-volume
     non-linearity makes a seed along z look denser than one lying in the slice) and their
     spreads, which set how strictly the cluster splitting holds each seed to one seed's worth.
     """
@@ -427,20 +449,43 @@ def calibrate(patches: list[Patch], app: SeedAppearance, voxel_volume: float) ->
     sxy = np.array([a.sigma_xy_mm for _, _, a in fits])
     sz = np.array([a.sigma_z_mm for _, _, a in fits])
     flat_l = uz0 < 0.5
-    flat = uz0 < 0.35
     shaped = replace(app, length_mm=float(np.median(lengths[flat_l] if flat_l.sum() >= 3 else lengths)),
-                     sigma_xy_mm=float(np.median(sxy)),
-                     sigma_z_mm=float(np.median(sz[flat] if flat.sum() >= 3 else sz)))
+                     sigma_xy_mm=float(np.median(sxy)), sigma_z_mm=float(np.median(sz)))
+    if app.slice_mm >= THICK_SLICE_MM:
+        # thick slices: most seeds lie inside one slice's flat top, where sigma_z does not change
+        # their image and each free fit leaves it anywhere; the seeds that reach a slice boundary
+        # do tell, so sigma_z is the value that fits all of them best together (profile likelihood)
+        grid = np.array([0.2, 0.3, 0.4, 0.55, 0.75, 1.0]) * max(1.0, app.slice_mm / 2.5)
+        total = []
+        for sgz in grid:
+            trial = replace(shaped, sigma_z_mm=float(sgz))
+            total.append(sum(np.log(fit_seeds(p, trial, f.centers, f.axes, f.amplitudes, max_nfev=100)[0].rss)
+                             for p, f, _ in fits))
+        i = int(np.argmin(total))
+        if 0 < i < len(grid) - 1:                 # parabola through the minimum and its neighbours
+            y0, y1, y2 = total[i - 1], total[i], total[i + 1]
+            den = y0 - 2 * y1 + y2
+            t = 0.5 * (y0 - y2) / den if den > 0 else 0.0
+            sgz = float(grid[i] + np.clip(t, -1, 1) * (grid[i + 1] - grid[i] if t > 0 else grid[i] - grid[i - 1]))
+        else:
+            sgz = float(grid[i])
+        shaped = replace(shaped, sigma_z_mm=sgz)
+    else:
+        flat = uz0 < 0.35
+        shaped = replace(shaped, sigma_z_mm=float(np.median(sz[flat] if flat.sum() >= 3 else sz)))
     # line densities with the common shape (free shapes trade density against width where the
     # scan saturates)
-    amps, uz, sums = [], [], []
+    amps, uz, sums, qs = [], [], [], []
     for p, f, _ in fits:
         fit, _ = fit_seeds(p, shaped, f.centers, f.axes, f.amplitudes)
         amps.append(float(fit.amplitudes[0]))
+        qs.append(float(fit.intensities[0]))
         uz.append(abs(float(fit.axes[0][2])))
         sums.append(float(p.excess.sum()) * voxel_volume)
     amps, uz, sums = np.array(amps), np.array(uz), np.array(sums)
     a_knots, a_sd = tilt_curve(uz, amps)
     s_knots, s_sd = tilt_curve(uz, sums)
-    return replace(shaped, amplitude=a_knots[0], amplitude_knots=a_knots, amplitude_sd=a_sd, unit_knots=s_knots,
+    q_knots, q_sd = tilt_curve(uz, np.array(qs))
+    return replace(shaped, amplitude=a_knots[0], amplitude_knots=a_knots, amplitude_sd=a_sd, intensity_knots=q_knots,
+                   intensity_sd=q_sd, unit_knots=s_knots,
                    unit_sd=s_sd, calibrated_from=len(fits))

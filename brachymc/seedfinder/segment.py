@@ -242,3 +242,64 @@ def harmonic_fill(box_hu: np.ndarray, hole: np.ndarray) -> np.ndarray:
         A = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)).tocsc()
         out[k][iy, ix] = spsolve(A, rhs)
     return out
+
+
+def split_off_thick_metal(comps: list[Component], hu: np.ndarray, voxel_mm, core_level_hu: float,
+                          thick_mm: float = 2.0, margin_mm: float = 2.5, min_core: int = 3) -> list[Component]:
+    """Separate seeds from solid metal they touch through its blooming (a pedicle screw, a rod).
+
+    A component whose metal (core voxels, above ``core_level_hu``) holds a solid part thicker than
+    seeds - what survives an in-plane morphological opening with a disc of radius ``thick_mm``
+    (seeds are 0.8 mm across, a screw's shaft 5-7 mm) - is cut: its *body* is the part within
+    ``margin_mm`` of that solid metal (its blooming), and every other piece of it that holds at
+    least ``min_core`` core voxels becomes a component of its own (seeds lying next to the screw);
+    smaller pieces stay with the body, which is recognised as other metal later.
+    """
+    dx, dy, dz = (float(v) for v in voxel_mm)
+    out: list[Component] = []
+    for comp in comps:
+        idx = comp.index
+        lo = idx.min(0)
+        shape = tuple(idx.max(0) - lo + 1)
+        if comp.n_core == 0 or min(shape[1] * dy, shape[2] * dx) < 2 * thick_mm:
+            out.append(comp)
+            continue
+        m = np.zeros(shape, bool)
+        j = idx - lo
+        m[j[:, 0], j[:, 1], j[:, 2]] = True
+        core = m & np.zeros(shape, bool)
+        vals = hu[idx[:, 0], idx[:, 1], idx[:, 2]]
+        jc = j[vals > core_level_hu]
+        core[jc[:, 0], jc[:, 1], jc[:, 2]] = True
+        # solid metal: what survives an in-plane opening with a disc of radius thick_mm (a seed,
+        # 0.8 mm across, does not; a screw's shaft and head do, in their own shape)
+        ry, rx = int(np.ceil(thick_mm / dy)), int(np.ceil(thick_mm / dx))
+        yy, xx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
+        disc = (yy * dy) ** 2 + (xx * dx) ** 2 <= thick_mm ** 2
+        solid = np.zeros(shape, bool)
+        for k in range(shape[0]):
+            if core[k].any():
+                solid[k] = ndimage.binary_opening(np.pad(core[k], ry + rx), structure=disc)[ry + rx:-(ry + rx) or None,
+                                                                                            ry + rx:-(ry + rx) or None]
+        if not solid.any():
+            out.append(comp)
+            continue
+        dist = ndimage.distance_transform_edt(~solid, sampling=(dz, dy, dx))
+        body = m & (dist <= margin_mm)
+        rest, n = ndimage.label(m & ~body, structure=STRUCT26)
+        pieces = []
+        for i in range(1, n + 1):
+            r = rest == i
+            nc = int(np.count_nonzero(r & core))
+            if nc >= min_core:
+                pieces.append((r, nc))
+            else:
+                body |= r
+        if not pieces:
+            out.append(comp)
+            continue
+        for r, nc in [(body, int(np.count_nonzero(body & core)))] + pieces:
+            loc = np.argwhere(r) + lo
+            out.append(Component(index=loc, background_hu=float("nan"), n_core=nc,
+                                 peak_hu=float(hu[loc[:, 0], loc[:, 1], loc[:, 2]].max())))
+    return out

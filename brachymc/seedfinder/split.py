@@ -14,15 +14,19 @@ k minimises a penalised misfit, ``score`` below: an approximate -2 log posterior
 model plus the BIC's penalty for its parameters:
 
     n_eff ln(RSS / n) + 7 k ln(n_eff)
-      + (ln(S / sum_i S1(u_i)) / sd_S(k))^2          (the intensity count)
-      + sum_i (ln(A_i / A(u_i)) / sd_A)^2             (each seed a whole seed)
+      + rho(ln(S / sum_i S1(u_i)) / sd_S(k))          (the intensity count)
+      + sum_i (ln(Q_i / Q(u_i)) / sd_Q)^2             (each seed a whole seed)
 
-n_eff = n / 4 (the PSF correlates neighbouring voxels); S1(u) and A(u) are one seed's summed
-excess and line density at the seed's tilt, and sd_S, sd_A their spreads, all calibrated on the
+n_eff = n / 4 (the PSF correlates neighbouring voxels); S1(u) and Q(u) are one seed's summed
+excess and integrated model intensity (line density x apparent length, Q_i = A_i L_i) at the
+seed's tilt, and sd_S, sd_Q their spreads, all calibrated on the
 scan's own isolated seeds (:func:`~brachymc.seedfinder.fit.calibrate`); sd_S(k)^2 =
 sd_S^2 / k + 0.05^2 (the seeds' spreads average out; 5 % for what clustering itself changes:
-overlapping blur clipped at the scan's maximum). A split whose weakest seed carries less than
-half a seed's line density is not allowed.
+overlapping blur clipped at the scan's maximum); rho(z) = -2 ln(exp(-z^2 / 2) + exp(-8)) is z^2
+up to 4 sd and levels off beyond: a count that far off is bone or a streak next to the seed
+counted as seed (an edge of bone inside the component that the background fill cannot see), and
+the fit's own evidence decides. A split whose weakest seed carries less than half a seed's
+intensity is not allowed.
 """
 
 from __future__ import annotations
@@ -32,20 +36,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from brachymc.seedfinder.appearance import SeedAppearance, seeds_image
-from brachymc.seedfinder.fit import (Patch, SeedFit, amplitude_from_sum, fit_seeds, initial_guesses,
-                                     principal_axis)
+from brachymc.seedfinder.fit import Patch, SeedFit, fit_seeds, initial_guesses, principal_axis
 
 #: free parameters per seed (centre 3, axis 2, line density, apparent length): the BIC's count
 PARAMS_PER_SEED = 7
 #: spread of a cluster's summed excess beyond its seeds' own (overlapping blur clipped)
 COUNT_SYSTEMATIC_SD = 0.05
+#: the intensity count is an outlier (bone or a streak counted as seed) beyond this many sd: its
+#: penalty levels off there (a mixture of the calibrated spread and a flat outlier component)
+COUNT_OUTLIER_Z = 4.0
 #: every seed of a split cluster must carry at least this fraction of one seed's line density
 MIN_SPLIT_RATIO = 0.5
 
 
 def amplitude_ratios(fit: SeedFit, app: SeedAppearance) -> np.ndarray:
-    """Each fitted seed's line density over one seed's at its tilt."""
-    return fit.amplitudes / app.amplitude_of(fit.axes)
+    """Each fitted seed's integrated intensity (line density x apparent length) over one seed's at
+    its tilt: how many seeds' worth it is."""
+    return fit.intensities / app.intensity_of(fit.axes)
 
 
 def count_ratio(fit_axes: np.ndarray, S: float, app: SeedAppearance) -> float:
@@ -53,19 +60,21 @@ def count_ratio(fit_axes: np.ndarray, S: float, app: SeedAppearance) -> float:
     return float(S / np.sum(app.unit_of(fit_axes)))
 
 
-def score(fit: SeedFit, S: float, app: SeedAppearance) -> float:
-    """Penalised misfit of a k-seed fit (module docstring)."""
+def score(fit: SeedFit, S: float, app: SeedAppearance, strict: bool = True) -> float:
+    """Penalised misfit of a k-seed fit (module docstring); ``strict``: infinite for a split with a
+    seed of less than MIN_SPLIT_RATIO of a seed's intensity (off: to rank fits of one k)."""
     k = fit.k
     n = fit.n_points
     n_eff = max(n / 4.0, 10.0)
     chi = n_eff * np.log(max(fit.rss, 1e-9) / n)
     bic = PARAMS_PER_SEED * k * np.log(n_eff)
     ratios = amplitude_ratios(fit, app)
-    if k > 1 and ratios.min() < MIN_SPLIT_RATIO:
+    if strict and k > 1 and ratios.min() < MIN_SPLIT_RATIO:
         return float("inf")          # a split must give whole seeds, not a seed and a streak
     sd_c = np.sqrt(app.unit_sd ** 2 / k + COUNT_SYSTEMATIC_SD ** 2)
-    count = (np.log(max(count_ratio(fit.axes, S, app), 1e-6)) / sd_c) ** 2
-    sd_a = max(app.amplitude_sd, 0.08)
+    z = np.log(max(count_ratio(fit.axes, S, app), 1e-6)) / sd_c
+    count = -2.0 * np.log(np.exp(-0.5 * z * z) + np.exp(-0.5 * COUNT_OUTLIER_Z ** 2))
+    sd_a = max(app.intensity_sd, 0.08)
     amp = float(np.sum((np.log(np.clip(ratios, 1e-3, None)) / sd_a) ** 2))
     return float(chi + bic + count + amp)
 
@@ -107,9 +116,26 @@ def _residual_start(patch: Patch, app: SeedAppearance, fit: SeedFit):
     return c, u
 
 
+def _split_seed(fit: SeedFit, i: int, app: SeedAppearance):
+    """Starts with seed i of ``fit`` replaced by two: side by side (across its axis, in the plane of
+    the axis and the z direction and perpendicular to it) and end to end."""
+    c, u = fit.centers[i], fit.axes[i]
+    rest_c = np.delete(fit.centers, i, axis=0)
+    rest_u = np.delete(fit.axes, i, axis=0)
+    e = np.cross(u, [0.0, 0.0, 1.0])
+    e = e / np.linalg.norm(e) if np.linalg.norm(e) > 1e-6 else np.array([1.0, 0.0, 0.0])
+    f = np.cross(u, e)
+    half = 0.5 * app.capsule_diameter_mm + 0.05
+    out = []
+    for off in (half * e, half * f, (0.5 * app.capsule_length_mm + 0.2) * u):
+        out.append((np.vstack([rest_c, c - off, c + off]), np.vstack([rest_u, u, u])))
+    return out
+
+
 def greedy_starts(patch: Patch, app: SeedAppearance, k: int, split: Split) -> list:
-    """Starts for k seeds from the fits of k - 1 (plus a seed at the residual) and k + 1 (minus the
-    weakest seeds)."""
+    """Starts for k seeds from the fits of k - 1 (plus a seed where the residual is largest, or its
+    strongest seed split in two) and of k + 1 (without its weakest seed, or its two closest seeds
+    merged)."""
     out = []
     lower = split.fits.get(k - 1)
     if lower is not None and k > 1:
@@ -117,6 +143,9 @@ def greedy_starts(patch: Patch, app: SeedAppearance, k: int, split: Split) -> li
         if add is not None:
             c, u = add
             out.append((np.vstack([lower.centers, c]), np.vstack([lower.axes, u])))
+        q = amplitude_ratios(lower, app)
+        if q.max() > 1.3:
+            out.extend(_split_seed(lower, int(np.argmax(q)), app))
     upper = split.fits.get(k + 1)
     if upper is not None:
         order = np.argsort(amplitude_ratios(upper, app))
@@ -124,28 +153,66 @@ def greedy_starts(patch: Patch, app: SeedAppearance, k: int, split: Split) -> li
             keep = np.ones(upper.k, bool)
             keep[drop] = False
             out.append((upper.centers[keep], upper.axes[keep]))
+        if upper.k >= 2:
+            d = np.linalg.norm(upper.centers[:, None] - upper.centers[None], axis=2) + np.eye(upper.k) * 1e9
+            i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+            keep = np.ones(upper.k, bool)
+            keep[[i, j]] = False
+            uu = upper.axes[i] if upper.axes[i] @ upper.axes[j] >= 0 else -upper.axes[i]
+            merged_u = uu + upper.axes[j]
+            out.append((np.vstack([upper.centers[keep], 0.5 * (upper.centers[i] + upper.centers[j])]),
+                        np.vstack([upper.axes[keep], merged_u / np.linalg.norm(merged_u)])))
     return out
 
 
+def _refit(patch, app, cents, axes):
+    amps = app.amplitude_of(axes) if app.amplitude is not None else np.full(len(cents), 1.0)
+    return fit_seeds(patch, app, cents, axes, amps)[0]
+
+
+def _jumps(patch: Patch, S: float, app: SeedAppearance, fit: SeedFit, n_moves: int) -> SeedFit:
+    """Improve a k-seed fit by moves that keep k: the seed that fits worst (intensity furthest from
+    one seed's) is moved to where the residual intensity is largest; kept while the score falls."""
+    best, best_s = fit, score(fit, S, app, strict=False)
+    for _ in range(n_moves):
+        q = amplitude_ratios(best, app)
+        worst = int(np.argmax(np.abs(np.log(np.clip(q, 1e-3, None)))))
+        keep = np.ones(best.k, bool)
+        keep[worst] = False
+        rest = SeedFit(centers=best.centers[keep], axes=best.axes[keep], amplitudes=best.amplitudes[keep],
+                       rss=best.rss, n_points=best.n_points, r2=best.r2, local_r2=best.local_r2[keep],
+                       lengths=None if best.lengths is None else best.lengths[keep])
+        add = _residual_start(patch, app, rest)
+        if add is None:
+            break
+        trial = _refit(patch, app, np.vstack([rest.centers, add[0]]), np.vstack([rest.axes, add[1]]))
+        ts = score(trial, S, app, strict=False)
+        if ts >= best_s - 1e-6:
+            break
+        best, best_s = trial, ts
+    return best
+
+
 def fit_k(patch: Patch, S: float, app: SeedAppearance, k: int, rng: np.random.Generator, voxel_volume: float,
-          split: Split, n_geometric: int = 2, cov=None, centroid=None) -> SeedFit:
-    """Best fit of k seeds to the component (greedy and geometric starts, see the module docstring)."""
+          split: Split, n_geometric: int = 2, cov=None, centroid=None, n_moves: int = 2) -> SeedFit:
+    """Best fit of k seeds to the component (greedy and geometric starts, then moves; the module
+    docstring). Fits of one k are ranked by the score without the whole-seed rule."""
     if k == 1:
         c, cv = patch.moments() if cov is None else (centroid, cov)
         u = principal_axis(cv, app)
-        a0 = float(app.amplitude_of([u])[0]) if app.amplitude is not None else \
-            amplitude_from_sum(float(patch.excess.sum()), app, voxel_volume)
         starts = [(np.atleast_2d(c), np.atleast_2d(u))] + greedy_starts(patch, app, 1, split)
     else:
         starts = greedy_starts(patch, app, k, split)
         geo = initial_guesses(patch, app, k, rng)
         starts += [(cents, axes) for _, cents, axes, _ in geo[:n_geometric]]
-    best = None
+    best, best_s = None, np.inf
     for cents, axes in starts:
-        amps = app.amplitude_of(axes) if app.amplitude is not None else np.full(len(cents), 1.0)
-        fit, _ = fit_seeds(patch, app, cents, axes, amps)
-        if best is None or fit.rss < best.rss:
-            best = fit
+        fit = _refit(patch, app, cents, axes)
+        s = score(fit, S, app, strict=False)
+        if best is None or s < best_s:
+            best, best_s = fit, s
+    if k > 1 and n_moves:
+        best = _jumps(patch, S, app, best, n_moves)
     return best
 
 
@@ -169,7 +236,7 @@ def split_component(patch: Patch, S: float, app: SeedAppearance, ks, kmax: int, 
             old = sp.fits[k]
             f = fit_k(patch, S, app, k, rng, voxel_volume, Split(fits={k + 1: sp.fits[k + 1]}), n_geometric=0,
                       cov=cov, centroid=centroid) if k > 1 else None
-            if f is not None and f.rss < old.rss:
+            if f is not None and score(f, S, app, strict=False) < score(old, S, app, strict=False):
                 sp.fits[k], sp.scores[k] = f, score(f, S, app)
     while len(sp.scores) > 1 or (len(sp.scores) == 1 and kmax > 1 and len(ks) > 1):
         b = sp.best()

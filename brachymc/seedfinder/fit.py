@@ -214,7 +214,7 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
         # image does not see at the start (the tilt of a seed centred in a slice) must not get an
         # unbounded step
         cn = np.linalg.norm(jac(x0), axis=0)
-        xs = 1.0 / np.maximum(cn, 1e-3 * max(float(np.median(cn)), 1e-12))
+        xs = 1.0 / np.maximum(cn, 1e-2 * max(float(cn.max()), 1e-12))
     sol = least_squares(resid, x0, jac="2-point" if free_shape else jac, method="lm", x_scale=xs,
                         max_nfev=max_nfev, diff_step=1e-4, ftol=1e-5, xtol=1e-5)
     c, u, amp, length, sig = unpack(sol.x)[:5]

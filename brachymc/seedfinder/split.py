@@ -16,6 +16,7 @@ model plus the BIC's penalty for its parameters:
     n_eff ln(RSS / n) + 7 k ln(n_eff)
       + rho(ln(S / sum_i S1(u_i)) / sd_S(k))          (the intensity count)
       + sum_i (ln(Q_i / Q(u_i)) / sd_Q)^2             (each seed a whole seed)
+      + sum_pairs (max(0, depth_ij - 0.3 mm) / 0.1 mm)^2  (seeds are solid: capsules do not interpenetrate)
 
 n_eff = n / 4 (the PSF correlates neighbouring voxels); S1(u) and Q(u) are one seed's summed
 excess and integrated model intensity (line density x apparent length, Q_i = A_i L_i) at the
@@ -37,6 +38,7 @@ import numpy as np
 
 from brachymc.seedfinder.appearance import SeedAppearance, seeds_image
 from brachymc.seedfinder.fit import Patch, SeedFit, fit_seeds, initial_guesses, principal_axis
+from brachymc.seedfinder.priors import _closest_points
 
 #: free parameters per seed (centre 3, axis 2, line density, apparent length): the BIC's count
 PARAMS_PER_SEED = 7
@@ -45,6 +47,10 @@ COUNT_SYSTEMATIC_SD = 0.05
 #: the intensity count is an outlier (bone or a streak counted as seed) beyond this many sd: its
 #: penalty levels off there (a mixture of the calibrated spread and a flat outlier component)
 COUNT_OUTLIER_Z = 4.0
+#: capsules of fitted seeds may interpenetrate this much (mm) without penalty, and each further
+#: OVERLAP_SD_MM costs as much as one sd of misfit
+OVERLAP_TOLERANCE_MM = 0.3
+OVERLAP_SD_MM = 0.1
 #: every seed of a split cluster must carry at least this fraction of one seed's line density
 MIN_SPLIT_RATIO = 0.5
 
@@ -76,7 +82,27 @@ def score(fit: SeedFit, S: float, app: SeedAppearance, strict: bool = True) -> f
     count = -2.0 * np.log(np.exp(-0.5 * z * z) + np.exp(-0.5 * COUNT_OUTLIER_Z ** 2))
     sd_a = max(app.intensity_sd, 0.08)
     amp = float(np.sum((np.log(np.clip(ratios, 1e-3, None)) / sd_a) ** 2))
-    return float(chi + bic + count + amp)
+    return float(chi + bic + count + amp + overlap_penalty(fit, app))
+
+
+def overlap_penalty(fit: SeedFit, app: SeedAppearance) -> float:
+    """Seeds are solid: sum over pairs of (depth / OVERLAP_SD)^2, depth the distance by which
+    their capsules interpenetrate beyond OVERLAP_TOLERANCE_MM (what a fit of touching seeds may
+    get wrong)."""
+    if fit.k < 2:
+        return 0.0
+    r = 0.5 * app.capsule_diameter_mm
+    h = 0.5 * app.capsule_length_mm - r
+    pen = 0.0
+    for i in range(fit.k):
+        for j in range(i + 1, fit.k):
+            if np.linalg.norm(fit.centers[i] - fit.centers[j]) >= 2 * (h + r):
+                continue
+            q1, q2 = _closest_points(fit.centers[i], fit.axes[i], fit.centers[j], fit.axes[j], h)
+            depth = 2 * r - float(np.linalg.norm(q1 - q2)) - OVERLAP_TOLERANCE_MM
+            if depth > 0:
+                pen += (depth / OVERLAP_SD_MM) ** 2
+    return pen
 
 
 @dataclass

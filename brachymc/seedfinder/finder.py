@@ -34,7 +34,7 @@ from brachymc.errors import ConfigError
 from brachymc.geometry.ct import CTVolume
 from brachymc.geometry.seed import SeedModel
 from brachymc.seedfinder.appearance import SeedAppearance
-from brachymc.seedfinder.fit import (Patch, SeedFit, amplitude_from_sum, calibrate, fit_seeds, initial_guesses,
+from brachymc.seedfinder.fit import (THICK_SLICE_MM, Patch, SeedFit, amplitude_from_sum, calibrate, fit_seeds, initial_guesses,
                                      principal_axis)
 from brachymc.seedfinder.split import MIN_SPLIT_RATIO, amplitude_ratios, score, split_component
 from brachymc.seedfinder.segment import (STRUCT26, ScanLevels, body_mask, find_components, inpainted_background,
@@ -277,7 +277,9 @@ def _patches(hu, comps, voxel, origin, levels, settings, labels):
         ex = patch.excess
         if ex.sum() <= 0 or (ex * patch.in_component).sum() <= 0:
             continue
-        c, cov = patch.moments()
+        # a spot below the metal level keeps its own slices' centroid: a piece of bone reaching into
+        # the next slice would otherwise be drawn to the slice boundary, where a seed model fits it
+        c, cov = patch.moments(z_from_patch=comp.n_core > 0)
         work.append(_Work(comp_index=comp.index, patch=patch, S=float(ex.sum()) * dx * dy * dz, centroid=c, cov=cov,
                           n_core=comp.n_core))
     return work
@@ -535,6 +537,9 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
                          float(w.ratio), len(w.comp_index), w.reason) for w in work if w.kind == "other"]
     faint = [MetalObject(tuple(map(float, w.centroid)), tuple(4.0 * float(np.sqrt(max(e, 0))) for e in np.linalg.eigvalsh(w.cov)[::-1]),
                          float(w.ratio), len(w.comp_index), w.reason) for w in work if w.kind == "faint"]
+
+    if app.slice_mm >= THICK_SLICE_MM:
+        priors.apply_track_prior(seeds, app.slice_mm, notes)
 
     # seeds are solid: touching seeds fitted a little too close are moved apart
     n_pairs, moved = priors.separate_overlaps(seeds, app.capsule_length_mm, app.capsule_diameter_mm)

@@ -46,13 +46,18 @@ class Patch:
     def background_level(self) -> float:
         return float(np.median(self.background))
 
-    def moments(self):
-        """Intensity-weighted centroid (mm) and covariance (mm^2) of the component's excess."""
+    def moments(self, z_from_patch: bool = True):
+        """Intensity-weighted centroid (mm) and covariance (mm^2) of the component's excess; with
+        ``z_from_patch`` the centroid's z from the whole patch (with the slices above and below: a
+        seed near a slice boundary reaches into the next slice below the candidate level)."""
         w = self.excess if self.in_component is None else self.excess * self.in_component
         tot = float(w.sum())
         c = (w @ self.points) / tot
         d = self.points - c
         cov = (d * w[:, None]).T @ d / tot
+        if z_from_patch and self.in_component is not None:
+            e = self.excess
+            c = np.array([c[0], c[1], float(e @ self.points[:, 2]) / float(e.sum())])
         return c, cov
 
 

@@ -190,7 +190,6 @@ def seeds_image_grad_reference(points, centers, axes, amplitudes, length, sigma,
     """NumPy reference of :func:`seeds_image_grad` (all seeds at all points)."""
     s = np.asarray(sigma, float)
     g, D, tau, perp, tp, tm, v, a = _model_terms(points, centers, axes, amplitudes, length, sigma, z_offsets)
-    m = g.shape[1]
     ep, em = np.exp(-0.5 * tp * tp), np.exp(-0.5 * tm * tm)
     k2 = np.sqrt(2.0 / np.pi)
     f = g * D                                                        # (k, m, n)

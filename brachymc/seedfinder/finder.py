@@ -34,9 +34,8 @@ from brachymc.errors import ConfigError
 from brachymc.geometry.ct import CTVolume
 from brachymc.geometry.seed import SeedModel
 from brachymc.seedfinder.appearance import SeedAppearance
-from brachymc.seedfinder.fit import (THICK_SLICE_MM, Patch, SeedFit, amplitude_from_sum, calibrate, fit_seeds, initial_guesses,
-                                     principal_axis)
-from brachymc.seedfinder.split import MIN_SPLIT_RATIO, amplitude_ratios, score, split_component
+from brachymc.seedfinder.fit import THICK_SLICE_MM, Patch, SeedFit, amplitude_from_sum, calibrate, principal_axis
+from brachymc.seedfinder.split import MIN_SPLIT_RATIO, amplitude_ratios, count_ratio, split_component
 from brachymc.seedfinder.segment import (STRUCT26, ScanLevels, body_mask, find_components, inpainted_background,
                                          scan_levels, split_off_thick_metal)
 
@@ -325,36 +324,6 @@ def _thickness_mm(hu, w, voxel, level: float) -> float:
     return best
 
 
-def _peak_excess(patch: Patch) -> float:
-    return float(patch.excess.max())
-
-
-def _ring_excess(hu, voxel, origin, fit: SeedFit, app: SeedAppearance, patch: Patch) -> float:
-    """90th percentile of the excess over background at 2.5-4.5 mm from the fitted seed axis, in the
-    seed's own slices: near background for a seed, high for a piece of a bone surface (which goes on)."""
-    c, u = fit.centers[0], fit.axes[0]
-    half = 0.5 * app.length_mm
-    reach = 4.5 + half
-    lo = np.floor((c - reach - origin) / voxel).astype(int)
-    hi = np.floor((c + reach - origin) / voxel).astype(int) + 1
-    n = np.array(hu.shape[::-1])
-    lo, hi = np.clip(lo, 0, n), np.clip(hi, 0, n)
-    zc = int(np.floor((c[2] - origin[2]) / voxel[2]))
-    z0, z1 = max(zc - 0, lo[2]), min(zc + 1, hi[2])
-    if z1 <= z0 or np.any(hi[:2] <= lo[:2]):
-        return 0.0
-    box = hu[z0:z1, lo[1]:hi[1], lo[0]:hi[0]].astype(float)
-    zz, yy, xx = np.meshgrid(origin[2] + (np.arange(z0, z1) + 0.5) * voxel[2], origin[1] + (np.arange(lo[1], hi[1]) + 0.5)
-                             * voxel[1], origin[0] + (np.arange(lo[0], hi[0]) + 0.5) * voxel[0], indexing="ij")
-    d = np.stack([xx - c[0], yy - c[1], zz - c[2]], axis=-1)
-    t = np.clip(d @ u, -half, half)
-    perp = np.linalg.norm(d - t[..., None] * u, axis=-1)
-    ring = (perp >= 2.5) & (perp <= 4.5)
-    if ring.sum() < 8:
-        return 0.0
-    return float(np.percentile(box[ring] - patch.background_level, 90))
-
-
 def _weakest_seed_peak(app: SeedAppearance, voxel) -> float:
     """Peak excess (HU, unclipped) of the faintest-looking seed of this scan: lying in-plane, centred
     on a voxel or on a slice boundary, from the calibrated image model."""
@@ -528,7 +497,8 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
         for j in range(f.k):
             ar = float(ars[j])
             c_amp = float(np.exp(-0.5 * (np.log(max(ar, 1e-3)) / 0.45) ** 2))
-            c_count = float(np.exp(-0.5 * ((w.ratio - f.k) / (0.35 * np.sqrt(f.k))) ** 2))
+            sd_c = np.sqrt(app.unit_sd ** 2 / f.k + 0.05 ** 2)
+            c_count = float(np.exp(-0.5 * (np.log(max(count_ratio(f.axes, w.S, app), 1e-6)) / (2.0 * sd_c)) ** 2))
             c_fit = float(np.clip((f.local_r2[j] - 0.3) / 0.5, 0.0, 1.0))
             conf = (c_amp * c_count * c_fit) ** (1.0 / 3.0)
             seeds.append(dict(position_mm=tuple(map(float, f.centers[j])), direction=tuple(map(float, _canonical(f.axes[j]))),

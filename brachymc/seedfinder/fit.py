@@ -100,8 +100,6 @@ def _bounded(x, lo, hi):
     return lo + (hi - lo) * 0.5 * (t + 1.0), (hi - lo) * 0.5 * (1.0 - t * t)
 
 
-#: relative spread of one seed's line density (log scale) in the fit's prior
-AMP_PRIOR_SD = 0.3
 #: how far (mm) a fitted centre may move from its start, and the range of line densities
 CENTER_REACH_MM = 4.0
 LOG_AMP_RANGE = (np.log(0.02), np.log(30.0))
@@ -167,7 +165,6 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
         c, u, amp, length, sig = unpack(x)[:5]
         return seeds_image(pts, c, u, amp, length, sig, patch.background, patch.clip, zoff) - patch.hu
 
-    x_start = None
     r_scale = 1.0
 
     # and on each line density: about one seed's at its tilt (once the scan is calibrated), so

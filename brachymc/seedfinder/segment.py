@@ -152,26 +152,6 @@ def _component(hu, sl, region, n_core, ref, candidate_excess_hu) -> Component:
                      peak_hu=float(hu[loc[:, 0], loc[:, 1], loc[:, 2]].max()))
 
 
-def local_background(comp_mask_box: np.ndarray, box_hu: np.ndarray, ref: float, candidate_level: float) -> np.ndarray:
-    """Background HU of each slice of a component's box: the median of the voxels outside the
-    component dilated by 2 voxels and below the candidate level (the box's median where a slice
-    has fewer than 12 such voxels, the reference level where the box has fewer than 20).
-
-    Per slice, because in thick slices the slice above or below a seed may hold another
-    structure (a vertebral endplate) whose intensity would otherwise count as seed.
-    """
-    dil = ndimage.binary_dilation(comp_mask_box, structure=STRUCT26, iterations=2)
-    ok = ~dil & (box_hu < candidate_level)
-    vals = box_hu[ok]
-    overall = float(np.median(vals)) if vals.size >= 20 else ref
-    out = np.full(box_hu.shape[0], overall)
-    for k in range(box_hu.shape[0]):
-        v = box_hu[k][ok[k]]
-        if v.size >= 12:
-            out[k] = float(np.median(v))
-    return out
-
-
 def inpainted_background(box_hu: np.ndarray, hole: np.ndarray, voxel_mm, noise_hu: float = 20.0,
                          max_through_slice_mm: float = 1.5) -> np.ndarray:
     """Background of a component's box: the image with the metal and its blur tails (``hole``)

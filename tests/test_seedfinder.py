@@ -70,7 +70,7 @@ def test_1mm_slices_with_clusters(sim_1mm):
     sim, res = sim_1mm
     sc = score_seeds(sim.seeds_mm, sim.directions, res.positions_mm(), res.directions())
     assert sc.detection_rate >= 0.99, res.summary()
-    assert sc.false_positive_rate <= 0.05, res.summary()
+    assert sc.false_positive_rate <= 0.01, res.summary()              # the issue's target (none found here)
     assert sc.rms_inplane_mm <= 0.5 and sc.rms_axial_mm <= 1.0
     assert sc.axis_median_deg <= 10.0
     assert res.clusters_split() >= 3                        # the pairs, the chain and the clump were split
@@ -84,14 +84,14 @@ def test_5mm_slices_with_clusters(sim_5mm):
     """5 mm slices: seeds lying in a slice blur into it (z known to the slice's flat top)."""
     sim, res = sim_5mm
     sc = score_seeds(sim.seeds_mm, sim.directions, res.positions_mm(), res.directions())
-    # The issue's targets at 5 mm (>= 97 % found, axial RMS <= 1 mm) are NOT reached yet: on this
-    # case 17 of 20 seeds are found (a chain and a pair lying in the slice plane are merged or
-    # too faint), with one false positive; docs/validation/seed_finding.md has the numbers over
-    # all cases. These bounds guard what is reached.
-    assert sc.detection_rate >= 0.85, res.summary()
+    # On this small case all 20 seeds are found (one false positive), axial RMS 0.82 mm; over the
+    # larger 5 mm validation scans the issue's targets (>= 97 % found, axial RMS <= 1 mm) are NOT
+    # reached yet (docs/validation/seed_finding.md). The detection bound allows one missed seed:
+    # the finder's result can change by a seed between runs (docs/seed_finding.md, limits).
+    assert sc.detection_rate >= 0.95, res.summary()
     assert sc.false_positive_rate <= 0.1, res.summary()
     assert sc.rms_inplane_mm <= 0.5
-    assert sc.rms_axial_mm <= 1.3
+    assert sc.rms_axial_mm <= 1.0
 
 
 def test_pedicle_screw_is_not_a_seed():

@@ -485,7 +485,9 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
                 w.fits[k], w.score[k] = sp.fits[k], sp.scores[k]
             return w.fits[k]
 
-        priors.apply_expected_count(seeds_work, expected, refit, notes, settings.max_seeds_per_cluster)
+        priors.apply_expected_count(seeds_work, expected, refit,
+                                    lambda w: w.fit.k * count_ratio(w.fit.axes, w.S, app), notes,
+                                    settings.max_seeds_per_cluster)
 
     clusters, seeds = [], []
     for w in seeds_work:

@@ -4,9 +4,9 @@ None of these removes a seed. A seed outside the body or the ROI, or beyond the 
 stays in the output with the reason it is doubtful; the user decides.
 
 * **Expected count** N: when fewer seeds were found, the clusters whose intensity says most
-  clearly that they hold one more seed than fitted (r - k largest, at least 0.25) get k + 1
-  seeds, one at a time, until N is reached or no cluster qualifies; when more were found, the
-  lowest-confidence seeds beyond N are flagged.
+  clearly that they hold one more seed than fitted (r - k largest, at least 0.25; r the summed
+  excess in seeds of the fitted tilts) get k + 1 seeds, one at a time, until N is reached or no
+  cluster qualifies; when more were found, the lowest-confidence seeds beyond N are flagged.
 * **Needle tracks**: seeds whose axes line up with the line joining them (within 20 deg, at most
   12 mm apart) are linked; chains of >= 3 are tracks (reported; a seed on a track is
   corroborated by its neighbours).
@@ -66,16 +66,18 @@ def flag_beyond_expected(seeds: list[dict], expected: int, notes: list[str]) -> 
         notes.append(f"{n} seeds found, {expected} expected: {expected - n} not found (check the QA figure)")
 
 
-def apply_expected_count(work, expected, refit, notes, k_max) -> None:
+def apply_expected_count(work, expected, refit, count_of, notes, k_max) -> None:
     """Fewer seeds than expected: give k + 1 seeds to the clusters whose intensity argues most for it
-    (``refit(w, k)`` returns the component's k-seed fit)."""
+    (``count_of(w)``: the cluster's summed excess in seeds of its fitted tilts, at least k + 0.25;
+    ``refit(w, k)`` returns the component's k-seed fit), one at a time."""
     total = sum(w.fit.k for w in work)
     added = 0
     while total < expected:
-        cands = [w for w in work if w.ratio - w.fit.k >= 0.25 and w.fit.k < k_max]
+        cands = [(count_of(w) - w.fit.k, w) for w in work if w.fit.k < k_max]
+        cands = [c for c in cands if c[0] >= 0.25]
         if not cands:
             break
-        w = max(cands, key=lambda w: w.ratio - w.fit.k)
+        _, w = max(cands, key=lambda c: c[0])
         k = w.fit.k + 1
         w.fit, w.k = refit(w, k), k
         total += 1

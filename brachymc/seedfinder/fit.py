@@ -109,11 +109,14 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
               max_nfev: int = 400) -> tuple[SeedFit, SeedAppearance]:
     """Refine k seeds (and with ``free_shape`` L, sigma_xy, sigma_z) by least squares.
 
-    Levenberg-Marquardt (MINPACK) on unbounded parameters mapped smoothly onto their ranges
-    (tanh): centres within 4 mm of their start, line densities within 0.02-30 x the starting
+    Trust-region least squares (``least_squares(method="trf")``, unbounded: the parameters are
+    mapped smoothly onto their ranges by tanh): centres within 4 mm of their start, line densities within 0.02-30 x the starting
     median, shape parameters within physical bounds; axes in a chart (alpha, beta) around the
     starting axis a0: u = (a0 + alpha e1 + beta e2) / |...|. The Jacobian is analytic except for
-    the shape parameters.
+    the shape parameters. Not ``method="lm"``: SciPy's MINPACK (1.17) gave results that depended
+    on the contents of memory it had not written (the same fit of the same voxels ended differently
+    after other allocations, and with ``MALLOC_PERTURB_`` set to different bytes), so a CT gave a
+    seed more or less from one run to the next; ``trf`` repeats bit for bit.
     """
     centers0 = np.atleast_2d(np.asarray(centers0, float))
     axes0 = np.array([_unit(np.asarray(a, float)) for a in np.atleast_2d(axes0)])
@@ -212,12 +215,12 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
     if free_shape:
         xs = 1.0
     else:
-        # the Jacobian's column norms at the start (MINPACK's own scaling), floored: a parameter the
+        # the Jacobian's column norms at the start (MINPACK's scaling), floored: a parameter the
         # image does not see at the start (the tilt of a seed centred in a slice) must not get an
         # unbounded step
         cn = np.linalg.norm(jac(x0), axis=0)
         xs = 1.0 / np.maximum(cn, 1e-2 * max(float(cn.max()), 1e-12))
-    sol = least_squares(resid, x0, jac="2-point" if free_shape else jac, method="lm", x_scale=xs,
+    sol = least_squares(resid, x0, jac="2-point" if free_shape else jac, method="trf", x_scale=xs,
                         max_nfev=max_nfev, diff_step=1e-4, ftol=1e-5, xtol=1e-5)
     c, u, amp, length, sig = unpack(sol.x)[:5]
     r = data_resid(sol.x)

@@ -9,6 +9,7 @@ fast properties and the bad-input paths.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def test_1mm_slices_with_clusters(sim_1mm):
     sim, res = sim_1mm
     sc = score_seeds(sim.seeds_mm, sim.directions, res.positions_mm(), res.directions())
     assert sc.detection_rate >= 0.99, res.summary()
-    assert sc.false_positive_rate <= 0.05, res.summary()
+    assert sc.false_positive_rate <= 0.01, res.summary()              # the issue's target (none found here)
     assert sc.rms_inplane_mm <= 0.5 and sc.rms_axial_mm <= 1.0
     assert sc.axis_median_deg <= 10.0
     assert res.clusters_split() >= 3                        # the pairs, the chain and the clump were split
@@ -84,14 +85,35 @@ def test_5mm_slices_with_clusters(sim_5mm):
     """5 mm slices: seeds lying in a slice blur into it (z known to the slice's flat top)."""
     sim, res = sim_5mm
     sc = score_seeds(sim.seeds_mm, sim.directions, res.positions_mm(), res.directions())
-    # The issue's targets at 5 mm (>= 97 % found, axial RMS <= 1 mm) are NOT reached yet: on this
-    # case 17 of 20 seeds are found (a chain and a pair lying in the slice plane are merged or
-    # too faint), with one false positive; docs/validation/seed_finding.md has the numbers over
-    # all cases. These bounds guard what is reached.
-    assert sc.detection_rate >= 0.85, res.summary()
+    # On this small case all 20 seeds are found (one false positive), axial RMS 0.82 mm; over the
+    # larger 5 mm validation scans the issue's targets (>= 97 % found, axial RMS <= 1 mm) are NOT
+    # reached yet (docs/validation/seed_finding.md). The detection bound allows one missed seed.
+    assert sc.detection_rate >= 0.95, res.summary()
     assert sc.false_positive_rate <= 0.1, res.summary()
     assert sc.rms_inplane_mm <= 0.5
-    assert sc.rms_axial_mm <= 1.3
+    assert sc.rms_axial_mm <= 1.0
+
+
+def test_same_ct_same_seeds_whatever_the_heap_holds(sim_5mm, tmp_path):
+    """Two runs on the same CT give the same seeds bit for bit, also when malloc hands out memory
+    filled with different bytes (MALLOC_PERTURB_) and with one or two BLAS threads: nothing the
+    finder computes may depend on memory no one wrote (SciPy's MINPACK did; docs/seed_finding.md)."""
+    import os
+
+    sim, res = sim_5mm
+    ct_file = write_ct_volume(tmp_path / "ct5.h5", sim.ct)
+    outs = []
+    for perturb, threads in (("7", "2"), ("200", "1")):
+        out = tmp_path / f"seeds_{perturb}.csv"
+        env = {**os.environ, "MALLOC_PERTURB_": perturb, "OPENBLAS_NUM_THREADS": threads}
+        p = subprocess.run([sys.executable, "-m", "brachymc", "seeds", "find", str(ct_file), "--out", str(out)],
+                           capture_output=True, text=True, timeout=600, env=env)
+        assert p.returncode == 0, p.stderr
+        outs.append(out.read_text())
+    assert outs[0] == outs[1]
+    # and the same as the in-process run of the fixture (positions written to 0.001 mm)
+    found = np.loadtxt(io.StringIO(outs[0]), delimiter=",", skiprows=1, ndmin=2)
+    np.testing.assert_allclose(found[:, :3], res.positions_mm(), atol=6e-4)
 
 
 def test_pedicle_screw_is_not_a_seed():

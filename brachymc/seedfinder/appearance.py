@@ -28,6 +28,8 @@ from scipy.special import erf
 from brachymc.geometry.seed import SeedModel
 
 SQRT2 = np.sqrt(2.0)
+#: |u_z| at which the tilt-dependent line density and seed unit are tabulated (piecewise linear)
+TILT_KNOTS = (0.0, 0.2, 0.45, 1.0)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,12 @@ class SeedAppearance:
     sigma_xy_mm: float
     sigma_z_mm: float
     amplitude: float | None = None          # line density A of one seed lying in-plane (HU mm^2), None: unknown
-    amplitude_axial: float | None = None    # ... of one seed along z (thick slices: partial-volume non-linearity)
+    amplitude_knots: tuple[float, ...] = () # A at |u_z| = TILT_KNOTS (thick slices: partial-volume non-linearity)
+    amplitude_sd: float = 0.3               # spread (log) of one seed's A about that curve, from the scan's seeds
+    intensity_knots: tuple[float, ...] = () # integrated model intensity A x L (HU mm^3) of one seed at TILT_KNOTS
+    intensity_sd: float = 0.3               # spread (log) of one seed's A x L about that curve
+    unit_knots: tuple[float, ...] = ()      # summed excess S1 (HU mm^3) of one seed at |u_z| = TILT_KNOTS
+    unit_sd: float = 0.3                    # spread (log) of one seed's S1 about that curve
     calibrated_from: int = 0                # isolated seeds the values come from (0: defaults)
     slice_mm: float = 0.0                   # width of the rectangular part of the slice profile
 
@@ -82,12 +89,25 @@ class SeedAppearance:
                    sigma_z_mm=0.6 * max(dx, dy), slice_mm=dz)
 
     def amplitude_of(self, axes) -> np.ndarray:
-        """Expected line density of one seed with axis ``axes`` (k, 3): linear in |u_z| between the
-        in-plane and axial values (equal when the scan shows no dependence)."""
+        """Expected line density of one seed with axis ``axes`` (k, 3): the scan's calibrated curve in
+        |u_z| (piecewise linear between TILT_KNOTS), or one value where the scan gave none."""
+        return self._tilt_curve(axes, self.amplitude_knots, self.amplitude if self.amplitude is not None else 1.0)
+
+    def intensity_of(self, axes) -> np.ndarray:
+        """Expected integrated model intensity A x L (HU mm^3) of one seed with axis ``axes`` (k, 3)."""
+        default = (self.amplitude if self.amplitude is not None else 1.0) * self.length_mm
+        return self._tilt_curve(axes, self.intensity_knots, default)
+
+    def unit_of(self, axes) -> np.ndarray:
+        """Expected summed excess (HU mm^3) of one seed with axis ``axes`` (k, 3)."""
+        return self._tilt_curve(axes, self.unit_knots, np.nan)
+
+    @staticmethod
+    def _tilt_curve(axes, knots, default) -> np.ndarray:
         uz = np.abs(np.atleast_2d(np.asarray(axes, float))[:, 2])
-        a0 = self.amplitude if self.amplitude is not None else 1.0
-        a1 = self.amplitude_axial if self.amplitude_axial is not None else a0
-        return a0 + (a1 - a0) * uz
+        if not knots:
+            return np.full(len(uz), float(default))
+        return np.interp(uz, TILT_KNOTS, np.asarray(knots, float))
 
     @property
     def sigma(self) -> np.ndarray:
@@ -145,10 +165,31 @@ def seeds_image_grad(points, centers, axes, amplitudes, length, sigma, backgroun
     """Model (n,) of :func:`seeds_image` and per-seed derivatives averaged over the slice profile:
     f_k (k, n), df/dcenter (k, n, 3), df/dw (k, n, 3) for the whitened axis w = axis / sigma and
     df/dlength (k, n); ``length`` may be one per seed; derivatives are zeroed where the model is
-    clipped."""
+    clipped. Compiled (:mod:`brachymc.seedfinder._kernel`); :func:`seeds_image_grad_reference`
+    is the vectorised NumPy form it is tested against."""
+    from brachymc.seedfinder._kernel import model_terms
+
+    fk, df_dc, df_dw, df_dl = model_terms(points, centers, axes, amplitudes, length, sigma, z_offsets, True)
+    return _clipped(points, fk, df_dc, df_dw, df_dl, background, clip)
+
+
+def _clipped(points, fk, df_dc, df_dw, df_dl, background, clip):
+    total = np.array(np.broadcast_to(np.asarray(background, float), (points.shape[0],)), float) + fk.sum(axis=0)
+    if clip is not None:
+        hit = total > clip
+        if hit.any():
+            total = np.minimum(total, clip)
+            fk = np.where(hit[None, :], 0.0, fk)
+            df_dc = np.where(hit[None, :, None], 0.0, df_dc)
+            df_dw = np.where(hit[None, :, None], 0.0, df_dw)
+            df_dl = np.where(hit[None, :], 0.0, df_dl)
+    return total, fk, df_dc, df_dw, df_dl
+
+
+def seeds_image_grad_reference(points, centers, axes, amplitudes, length, sigma, background, clip, z_offsets=(0.0,)):
+    """NumPy reference of :func:`seeds_image_grad` (all seeds at all points)."""
     s = np.asarray(sigma, float)
     g, D, tau, perp, tp, tm, v, a = _model_terms(points, centers, axes, amplitudes, length, sigma, z_offsets)
-    m = g.shape[1]
     ep, em = np.exp(-0.5 * tp * tp), np.exp(-0.5 * tm * tm)
     k2 = np.sqrt(2.0 / np.pi)
     f = g * D                                                        # (k, m, n)
@@ -180,6 +221,14 @@ def seeds_image(points: np.ndarray, centers, axes, amplitudes, length: float, si
     (``z_offsets``, mm), clipped at ``clip`` when saturated."""
     f = np.array(np.broadcast_to(np.asarray(background, float), (len(points),)), float)
     if len(np.atleast_1d(amplitudes)):
-        g, D = _model_terms(points, centers, axes, amplitudes, length, sigma, z_offsets)[:2]
-        f += (g * D).mean(axis=1).sum(axis=0)
+        from brachymc.seedfinder._kernel import model_terms
+
+        f += model_terms(points, centers, axes, amplitudes, length, sigma, z_offsets, False)[0].sum(axis=0)
     return np.minimum(f, clip) if clip is not None else f
+
+
+def seed_images(points: np.ndarray, centers, axes, amplitudes, length, sigma, z_offsets=(0.0,)) -> np.ndarray:
+    """Each seed's own blurred segment (k, n) at ``points`` (unclipped, no background)."""
+    from brachymc.seedfinder._kernel import model_terms
+
+    return model_terms(points, centers, axes, amplitudes, length, sigma, z_offsets, False)[0]

@@ -34,9 +34,10 @@ from brachymc.errors import ConfigError
 from brachymc.geometry.ct import CTVolume
 from brachymc.geometry.seed import SeedModel
 from brachymc.seedfinder.appearance import SeedAppearance
-from brachymc.seedfinder.fit import (Patch, SeedFit, amplitude_from_sum, calibrate, fit_seeds, initial_guesses,
-                                     principal_axis)
-from brachymc.seedfinder.segment import ScanLevels, body_mask, find_components, local_background, scan_levels
+from brachymc.seedfinder.fit import THICK_SLICE_MM, Patch, SeedFit, amplitude_from_sum, calibrate, principal_axis
+from brachymc.seedfinder.split import MIN_SPLIT_RATIO, amplitude_ratios, count_ratio, split_component
+from brachymc.seedfinder.segment import (STRUCT26, ScanLevels, body_mask, find_components, inpainted_background,
+                                         scan_levels, split_off_thick_metal)
 
 
 class NoMetalError(ConfigError):
@@ -249,6 +250,8 @@ def _patches(hu, comps, voxel, origin, levels, settings, labels):
     mx, my, mz = (max(2, int(np.ceil(3.0 / d))) for d in (dx, dy, dz))
     mz = max(1, int(np.ceil(3.0 / dz)))
     nz, ny, nx = hu.shape
+    # the hole: metal, its blur tails (the fit's one-voxel margin) and one more voxel in-plane
+    disc = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
     work = []
     for ci, comp in enumerate(comps, 1):
         lo = comp.index.min(0)
@@ -256,20 +259,26 @@ def _patches(hu, comps, voxel, origin, levels, settings, labels):
         sl = (slice(max(lo[0] - mz, 0), min(hi[0] + mz, nz)), slice(max(lo[1] - my, 0), min(hi[1] + my, ny)),
               slice(max(lo[2] - mx, 0), min(hi[2] + mx, nx)))
         box = hu[sl]
-        own = labels[sl] == ci
-        bg = local_background(own, box, levels.reference_hu, levels.reference_hu + settings.candidate_excess_hu)
+        lab = labels[sl]
+        own = lab == ci
+        # background: the box with all metal and its blur tails filled in from the surroundings
+        hole = ndimage.binary_dilation(lab > 0, structure=STRUCT26)
+        hole = ndimage.binary_dilation(hole, structure=disc[None])
+        bg = inpainted_background(box, hole, voxel, levels.noise_hu)
         # the fit sees the component and its blur tails (1 voxel around it), never another component
         region = ndimage.binary_dilation(own, structure=np.ones((3, 3, 3), bool)) & ((labels[sl] == 0) | own)
         iz, iy, ix = np.nonzero(region)
         pts = np.column_stack([origin[0] + (ix + sl[2].start + 0.5) * dx, origin[1] + (iy + sl[1].start + 0.5) * dy,
                                origin[2] + (iz + sl[0].start + 0.5) * dz])
         vals = box[iz, iy, ix].astype(np.float64)
-        patch = Patch(points=pts, hu=vals, background=bg[iz], clip=levels.clip_hu, noise_hu=levels.noise_hu,
+        patch = Patch(points=pts, hu=vals, background=bg[iz, iy, ix], clip=levels.clip_hu, noise_hu=levels.noise_hu,
                       in_component=own[iz, iy, ix])
         ex = patch.excess
-        if ex.sum() <= 0:
+        if ex.sum() <= 0 or (ex * patch.in_component).sum() <= 0:
             continue
-        c, cov = patch.moments()
+        # a spot below the metal level keeps its own slices' centroid: a piece of bone reaching into
+        # the next slice would otherwise be drawn to the slice boundary, where a seed model fits it
+        c, cov = patch.moments(z_from_patch=comp.n_core > 0)
         work.append(_Work(comp_index=comp.index, patch=patch, S=float(ex.sum()) * dx * dy * dz, centroid=c, cov=cov,
                           n_core=comp.n_core))
     return work
@@ -283,18 +292,12 @@ def _one_seed_like(w: _Work, app: SeedAppearance) -> bool:
                 and evals[-2] <= (app.capsule_diameter_mm + 1.5) ** 2 / 4 + s2)
 
 
-#: penalty per seed (x ln n_eff) in the choice of k: the BIC's 6 parameters per seed. Doubling it
-#: (tried on the validation cases) removed most over-split clusters next to bone but missed as
-#: many seeds in dense ones, and the GTV D90 errors grew: 6 it is.
-BIC_PER_SEED = 6.0
-
-#: every seed of a split cluster must carry at least this fraction of one seed's line density
-MIN_SPLIT_RATIO = 0.5
+_amp_ratios = amplitude_ratios
 
 
-def _amp_ratios(fit: SeedFit, app: SeedAppearance) -> np.ndarray:
-    return fit.amplitudes / app.amplitude_of(fit.axes)
-
+#: a component below the metal level is a seed only if one seed's image model explains this much of
+#: its excess (R^2): measured on the 5 mm validation scans, seeds 0.64-0.99, bone 0.60 and below
+CORELESS_MIN_R2 = 0.65
 
 #: metal thicker than this (half-width, mm, in-plane) is not a seed: seeds are 0.8 mm across
 THICK_METAL_MM = 2.0
@@ -321,36 +324,6 @@ def _thickness_mm(hu, w, voxel, level: float) -> float:
     return best
 
 
-def _peak_excess(patch: Patch) -> float:
-    return float(patch.excess.max())
-
-
-def _ring_excess(hu, voxel, origin, fit: SeedFit, app: SeedAppearance, patch: Patch) -> float:
-    """90th percentile of the excess over background at 2.5-4.5 mm from the fitted seed axis, in the
-    seed's own slices: near background for a seed, high for a piece of a bone surface (which goes on)."""
-    c, u = fit.centers[0], fit.axes[0]
-    half = 0.5 * app.length_mm
-    reach = 4.5 + half
-    lo = np.floor((c - reach - origin) / voxel).astype(int)
-    hi = np.floor((c + reach - origin) / voxel).astype(int) + 1
-    n = np.array(hu.shape[::-1])
-    lo, hi = np.clip(lo, 0, n), np.clip(hi, 0, n)
-    zc = int(np.floor((c[2] - origin[2]) / voxel[2]))
-    z0, z1 = max(zc - 0, lo[2]), min(zc + 1, hi[2])
-    if z1 <= z0 or np.any(hi[:2] <= lo[:2]):
-        return 0.0
-    box = hu[z0:z1, lo[1]:hi[1], lo[0]:hi[0]].astype(float)
-    zz, yy, xx = np.meshgrid(origin[2] + (np.arange(z0, z1) + 0.5) * voxel[2], origin[1] + (np.arange(lo[1], hi[1]) + 0.5)
-                             * voxel[1], origin[0] + (np.arange(lo[0], hi[0]) + 0.5) * voxel[0], indexing="ij")
-    d = np.stack([xx - c[0], yy - c[1], zz - c[2]], axis=-1)
-    t = np.clip(d @ u, -half, half)
-    perp = np.linalg.norm(d - t[..., None] * u, axis=-1)
-    ring = (perp >= 2.5) & (perp <= 4.5)
-    if ring.sum() < 8:
-        return 0.0
-    return float(np.percentile(box[ring] - patch.background_level, 90))
-
-
 def _weakest_seed_peak(app: SeedAppearance, voxel) -> float:
     """Peak excess (HU, unclipped) of the faintest-looking seed of this scan: lying in-plane, centred
     on a voxel or on a slice boundary, from the calibrated image model."""
@@ -365,37 +338,6 @@ def _weakest_seed_peak(app: SeedAppearance, voxel) -> float:
     peaks = [float(seeds_image(pts, [np.array([0.0, 0.0, off])], u, amp, app.length_mm, app.sigma, 0.0, None,
                                app.z_offsets()).max()) for off in (0.0, 0.5 * dz)]
     return min(peaks)
-
-
-def _score(fit: SeedFit, k: int, ratio: float, app: SeedAppearance, noise: float, amp1: float) -> float:
-    """Penalised misfit of k seeds: residual (effective samples ~ n / 4, the PSF correlates
-    neighbouring voxels), 6 parameters per seed (BIC), each seed's line density against one
-    seed's at its tilt, and the summed intensity's count ``ratio`` (loosely: it depends on the
-    seeds' tilts in thick slices)."""
-    n = fit.n_points
-    n_eff = max(n / 4.0, 10.0)
-    chi = n_eff * np.log(max(fit.rss, 1e-9) / n)
-    bic = BIC_PER_SEED * k * np.log(n_eff)
-    prior = ((ratio - k) / (0.35 * np.sqrt(k))) ** 2
-    ratios = _amp_ratios(fit, app)
-    if k > 1 and ratios.min() < MIN_SPLIT_RATIO:
-        return float("inf")          # a split must give whole seeds, not a seed and a streak
-    amp = float(np.sum((np.log(np.clip(ratios, 1e-3, None)) / 0.3) ** 2))
-    return float(chi + bic + prior + amp)
-
-
-def _fit_k(w: _Work, k: int, app: SeedAppearance, rng, voxel_volume: float) -> SeedFit:
-    if k == 1:
-        u = principal_axis(w.cov, app)
-        a0 = amplitude_from_sum(float(w.patch.excess.sum()), app, voxel_volume)
-        fit, _ = fit_seeds(w.patch, app, [w.centroid], [u], [a0])
-        return fit
-    best = None
-    for rss0, cents, axes, amps in initial_guesses(w.patch, app, k, rng)[:3]:
-        fit, _ = fit_seeds(w.patch, app, cents, axes, amps)
-        if best is None or fit.rss < best.rss:
-            best = fit
-    return best
 
 
 def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings: FinderSettings = FinderSettings(),
@@ -426,6 +368,7 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
     levels = scan_levels(hu)
     comps, n_big = find_components(hu, voxel, levels, settings.core_excess_hu, settings.candidate_excess_hu,
                                    settings.grow_mm, compact_max_mm3=40.0 * settings.max_seeds_per_cluster)
+    comps = split_off_thick_metal(comps, hu, voxel, levels.reference_hu + settings.core_excess_hu, THICK_METAL_MM)
     timing["segment"] = time.perf_counter() - t0
     if not comps:
         raise NoMetalError(
@@ -453,7 +396,9 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
     app = calibrate([w.patch for w in single[:settings.calibration_seeds]], app, vv)
     amp1 = app.amplitude or amplitude_from_sum(s1 / vv, app, vv)
     if app.amplitude is None:
-        app = replace(app, amplitude=amp1, amplitude_axial=amp1)
+        app = replace(app, amplitude=amp1)
+    if not app.unit_knots:
+        app = replace(app, unit_knots=(s1,) * 4)
     timing["calibrate"] = time.perf_counter() - t0 - timing["segment"]
 
     rng = np.random.default_rng(settings.random_seed)
@@ -486,28 +431,20 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
             w.kind, w.reason = "faint", "dense but below the metal level and larger than a seed (bone)"
             continue
         # a thin conglomerate of more seeds than max_seeds_per_cluster (a dense implant) is split too
-        kmax = (max(big, int(round(w.ratio)) + 2) if w.n_core > 0 else 1)
-        k0 = int(np.clip(round(w.ratio), 1, kmax))
-        if k0 == 1 and _one_seed_like(w, app) and w.ratio < 1.4:
+        # below the metal level one seed at most: two seed models fit a piece of bone too well
+        # (measured: 10 false seeds on the 5 mm scans when coreless components could split)
+        kmax = max(big, int(round(w.ratio)) + 2) if w.n_core > 0 else 1
+        # first count from the intensity, with the seed unit at the component's own tilt
+        u_c = principal_axis(w.cov, app)
+        r_tilt = w.S / float(app.unit_of([u_c])[0])
+        k0 = int(np.clip(round(r_tilt), 1, kmax))
+        if k0 == 1 and _one_seed_like(w, app) and max(w.ratio, r_tilt) < 1.4:
             ks = [1]
         else:
             ks = sorted({max(1, k0 - 1), k0, min(kmax, k0 + 1)})
-        for k in ks:
-            f = _fit_k(w, k, app, rng, vv)
-            w.fits[k] = f
-            w.score[k] = _score(f, k, w.ratio, app, levels.noise_hu, amp1)
-        # the count ratio depends on the seeds' tilts in thick slices: follow the score past the range
-        while len(ks) > 1:
-            best = min(w.score, key=w.score.get)
-            if not np.isfinite(w.score[best]):
-                break
-            nxt = best + 1 if best == max(w.score) and best < kmax else (
-                best - 1 if best == min(w.score) and best > 1 and len(ks) > 1 else None)
-            if nxt is None or nxt in w.score:
-                break
-            w.fits[nxt] = _fit_k(w, nxt, app, rng, vv)
-            w.score[nxt] = _score(w.fits[nxt], nxt, w.ratio, app, levels.noise_hu, amp1)
-        w.k = min(w.score, key=w.score.get)
+        sp = split_component(w.patch, w.S, app, ks, kmax, rng, vv, centroid=w.centroid, cov=w.cov)
+        w.fits, w.score = sp.fits, sp.scores
+        w.k = sp.best()
         if not np.isfinite(w.score[w.k]):
             # no split into whole seeds: the fewest seeds that were fitted, weak ones dropped below
             w.k = min(w.fits)
@@ -517,28 +454,39 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
             w.reason = (f"{w.ratio:.1f} seeds' worth of metal that no set of seeds fits (R2 {w.fit.r2:.2f}): "
                         "not seeds (screw, rod or clip)")
             continue
-        if w.n_core == 0 and (_amp_ratios(w.fit, app).max() < 0.5 or w.fit.local_r2.max() < 0.6
-                              or _ring_excess(hu, voxel, origin, w.fit, app, w.patch) > 0.3 * _peak_excess(w.patch)):
-            w.kind = "faint"
-            w.reason = (f"below the metal level and not seed-like (line density {100 * _amp_ratios(w.fit, app).max():.0f} % "
-                        f"of a seed's, R2 {w.fit.local_r2.max():.2f}): bone or a streak")
-            continue
-        strong = _amp_ratios(w.fit, app) >= (settings.faint_fraction if w.fit.k == 1 else MIN_SPLIT_RATIO)
+        q = _amp_ratios(w.fit, app)
+        if w.n_core == 0:
+            # below the metal level: each seed must be seed-like on its own
+            strong = (q >= 0.5) & (w.fit.local_r2 >= CORELESS_MIN_R2)
+            if not strong.any():
+                w.kind = "faint"
+                w.reason = (f"below the metal level and not seed-like ({100 * q.max():.0f} % of a seed's intensity, "
+                            f"R2 {w.fit.local_r2.max():.2f}): bone or a streak")
+                continue
+        else:
+            strong = q >= (settings.faint_fraction if w.fit.k == 1 else MIN_SPLIT_RATIO)
         if not strong.any():
             w.kind = "faint"
-            w.reason = (f"fits a seed of {100 * float(_amp_ratios(w.fit, app).max()):.0f} % of a seed's line density "
-                        "(bone or a streak)")
+            w.reason = f"fits a seed of {100 * float(q.max()):.0f} % of a seed's intensity (bone or a streak)"
             continue
         if not strong.all():
             f = w.fit
             w.fit = replace(f, centers=f.centers[strong], axes=f.axes[strong], amplitudes=f.amplitudes[strong],
-                            local_r2=f.local_r2[strong])
+                            local_r2=f.local_r2[strong], lengths=None if f.lengths is None else f.lengths[strong])
             w.k = int(strong.sum())
     timing["fit"] = time.perf_counter() - t0 - timing["segment"] - timing["calibrate"]
 
     seeds_work = [w for w in work if w.kind == "seeds"]
     if expected is not None:
-        priors.apply_expected_count(seeds_work, expected, app, rng, vv, amp1, _fit_k, _score, levels.noise_hu, notes,
+        def refit(w, k):
+            sp = split_component(w.patch, w.S, app, [k], k, rng, vv, centroid=w.centroid, cov=w.cov) \
+                if k not in w.fits else None
+            if sp is not None:
+                w.fits[k], w.score[k] = sp.fits[k], sp.scores[k]
+            return w.fits[k]
+
+        priors.apply_expected_count(seeds_work, expected, refit,
+                                    lambda w: w.fit.k * count_ratio(w.fit.axes, w.S, app), notes,
                                     settings.max_seeds_per_cluster)
 
     clusters, seeds = [], []
@@ -551,7 +499,8 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
         for j in range(f.k):
             ar = float(ars[j])
             c_amp = float(np.exp(-0.5 * (np.log(max(ar, 1e-3)) / 0.45) ** 2))
-            c_count = float(np.exp(-0.5 * ((w.ratio - f.k) / (0.35 * np.sqrt(f.k))) ** 2))
+            sd_c = np.sqrt(app.unit_sd ** 2 / f.k + 0.05 ** 2)
+            c_count = float(np.exp(-0.5 * (np.log(max(count_ratio(f.axes, w.S, app), 1e-6)) / (2.0 * sd_c)) ** 2))
             c_fit = float(np.clip((f.local_r2[j] - 0.3) / 0.5, 0.0, 1.0))
             conf = (c_amp * c_count * c_fit) ** (1.0 / 3.0)
             seeds.append(dict(position_mm=tuple(map(float, f.centers[j])), direction=tuple(map(float, _canonical(f.axes[j]))),
@@ -560,6 +509,9 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
                          float(w.ratio), len(w.comp_index), w.reason) for w in work if w.kind == "other"]
     faint = [MetalObject(tuple(map(float, w.centroid)), tuple(4.0 * float(np.sqrt(max(e, 0))) for e in np.linalg.eigvalsh(w.cov)[::-1]),
                          float(w.ratio), len(w.comp_index), w.reason) for w in work if w.kind == "faint"]
+
+    if app.slice_mm >= THICK_SLICE_MM:
+        priors.apply_track_prior(seeds, app.slice_mm, notes)
 
     # seeds are solid: touching seeds fitted a little too close are moved apart
     n_pairs, moved = priors.separate_overlaps(seeds, app.capsule_length_mm, app.capsule_diameter_mm)

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from brachymc.geometry.seed import orthonormal_frame
-from brachymc.seedfinder.appearance import SeedAppearance, seeds_image, seeds_image_grad
+from brachymc.seedfinder.appearance import TILT_KNOTS, SeedAppearance, seed_images, seeds_image, seeds_image_grad
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,18 @@ class Patch:
     def background_level(self) -> float:
         return float(np.median(self.background))
 
-    def moments(self):
-        """Intensity-weighted centroid (mm) and covariance (mm^2) of the component's excess."""
+    def moments(self, z_from_patch: bool = True):
+        """Intensity-weighted centroid (mm) and covariance (mm^2) of the component's excess; with
+        ``z_from_patch`` the centroid's z from the whole patch (with the slices above and below: a
+        seed near a slice boundary reaches into the next slice below the candidate level)."""
         w = self.excess if self.in_component is None else self.excess * self.in_component
         tot = float(w.sum())
         c = (w @ self.points) / tot
         d = self.points - c
         cov = (d * w[:, None]).T @ d / tot
+        if z_from_patch and self.in_component is not None:
+            e = self.excess
+            c = np.array([c[0], c[1], float(e @ self.points[:, 2]) / float(e.sum())])
         return c, cov
 
 
@@ -67,6 +72,14 @@ class SeedFit:
     n_points: int
     r2: float                    # 1 - rss / sum((hu - background)^2)
     local_r2: np.ndarray         # (k,) the same, over the voxels nearest each seed
+    lengths: np.ndarray | None = None   # (k,) apparent segment lengths (mm)
+
+    @property
+    def intensities(self) -> np.ndarray:
+        """Each seed's integrated model intensity A x L (HU mm^3): line density and apparent length
+        trade against each other in a fit, their product much less."""
+        L = self.lengths if self.lengths is not None else np.ones(len(self.amplitudes))
+        return self.amplitudes * L
 
     @property
     def k(self) -> int:
@@ -87,8 +100,6 @@ def _bounded(x, lo, hi):
     return lo + (hi - lo) * 0.5 * (t + 1.0), (hi - lo) * 0.5 * (1.0 - t * t)
 
 
-#: relative spread of one seed's line density (log scale) in the fit's prior
-AMP_PRIOR_SD = 0.3
 #: how far (mm) a fitted centre may move from its start, and the range of line densities
 CENTER_REACH_MM = 4.0
 LOG_AMP_RANGE = (np.log(0.02), np.log(30.0))
@@ -98,11 +109,14 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
               max_nfev: int = 400) -> tuple[SeedFit, SeedAppearance]:
     """Refine k seeds (and with ``free_shape`` L, sigma_xy, sigma_z) by least squares.
 
-    Levenberg-Marquardt (MINPACK) on unbounded parameters mapped smoothly onto their ranges
-    (tanh): centres within 4 mm of their start, line densities within 0.02-30 x the starting
+    Trust-region least squares (``least_squares(method="trf")``, unbounded: the parameters are
+    mapped smoothly onto their ranges by tanh): centres within 4 mm of their start, line densities within 0.02-30 x the starting
     median, shape parameters within physical bounds; axes in a chart (alpha, beta) around the
     starting axis a0: u = (a0 + alpha e1 + beta e2) / |...|. The Jacobian is analytic except for
-    the shape parameters.
+    the shape parameters. Not ``method="lm"``: SciPy's MINPACK (1.17) gave results that depended
+    on the contents of memory it had not written (the same fit of the same voxels ended differently
+    after other allocations, and with ``MALLOC_PERTURB_`` set to different bytes), so a CT gave a
+    seed more or less from one run to the next; ``trf`` repeats bit for bit.
     """
     centers0 = np.atleast_2d(np.asarray(centers0, float))
     axes0 = np.array([_unit(np.asarray(a, float)) for a in np.atleast_2d(axes0)])
@@ -154,12 +168,12 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
         c, u, amp, length, sig = unpack(x)[:5]
         return seeds_image(pts, c, u, amp, length, sig, patch.background, patch.clip, zoff) - patch.hu
 
-    x_start = None
     r_scale = 1.0
 
     # and on each line density: about one seed's at its tilt (once the scan is calibrated), so
     # that two touching seeds share the intensity instead of one taking it all
     use_amp_prior = app.amplitude is not None and not free_shape
+    amp_sd = max(app.amplitude_sd, 0.1)
 
     amp_expected = app.amplitude_of(axes0) if use_amp_prior else None
 
@@ -168,7 +182,7 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
         # the axis towards the tilt whose density matches
         if not use_amp_prior:
             return np.zeros(0)
-        return r_scale * np.log(amp / amp_expected) / AMP_PRIOR_SD
+        return r_scale * np.log(amp / amp_expected) / amp_sd
 
     def resid(x):
         c, u, amp = unpack(x)[:3]
@@ -190,7 +204,7 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
             for j in range(3):
                 J[len(pts) + 3 * i + j, 3 * i + j] = r_scale * dcd[i][j] / prior_sd[j]
             if use_amp_prior:
-                J[len(pts) + 3 * k + i, 5 * k + i] = r_scale * lad[i] / AMP_PRIOR_SD
+                J[len(pts) + 3 * k + i, 5 * k + i] = r_scale * lad[i] / amp_sd
         return J
 
     x0 = np.concatenate([np.zeros(5 * k), _inv(la0, *LOG_AMP_RANGE)]
@@ -198,8 +212,16 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
                            else [_inv(np.full(k, app.length_mm), *len_range)]))
     r0 = data_resid(x0)
     r_scale = float(np.sqrt(r0 @ r0 / len(r0)))
-    sol = least_squares(resid, x0, jac="2-point" if free_shape else jac, method="lm", x_scale=1.0 if free_shape else "jac",
-                        max_nfev=max_nfev, diff_step=1e-4, ftol=1e-6, xtol=1e-6)
+    if free_shape:
+        xs = 1.0
+    else:
+        # the Jacobian's column norms at the start (MINPACK's scaling), floored: a parameter the
+        # image does not see at the start (the tilt of a seed centred in a slice) must not get an
+        # unbounded step
+        cn = np.linalg.norm(jac(x0), axis=0)
+        xs = 1.0 / np.maximum(cn, 1e-2 * max(float(cn.max()), 1e-12))
+    sol = least_squares(resid, x0, jac="2-point" if free_shape else jac, method="trf", x_scale=xs,
+                        max_nfev=max_nfev, diff_step=1e-4, ftol=1e-5, xtol=1e-5)
     c, u, amp, length, sig = unpack(sol.x)[:5]
     r = data_resid(sol.x)
     rss = float(r @ r)
@@ -213,7 +235,8 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
         own = np.zeros(len(pts), int)
     local = np.array([1.0 - float(r[own == i] @ r[own == i]) / max(float(e[own == i] @ e[own == i]), 1e-9)
                       for i in range(k)])
-    fit = SeedFit(centers=c + origin, axes=u, amplitudes=amp, rss=rss, n_points=len(pts),
+    fit = SeedFit(lengths=np.broadcast_to(np.asarray(length, float), (k,)).copy(), centers=c + origin, axes=u,
+                  amplitudes=amp, rss=rss, n_points=len(pts),
                   r2=1.0 - rss / max(tot, 1e-9), local_r2=local)
     if free_shape:
         app = replace(app, length_mm=float(length), sigma_xy_mm=float(sig[0]), sigma_z_mm=float(sig[2]))
@@ -260,8 +283,7 @@ def _amplitudes_for(patch: Patch, app: SeedAppearance, centers, axes) -> tuple[n
 
     pts = patch.points
     zo = app.z_offsets()
-    basis = np.column_stack([seeds_image(pts, [c], [u], [1.0], app.length_mm, app.sigma, 0.0, None, zo)
-                             for c, u in zip(centers, axes)])
+    basis = seed_images(pts, centers, axes, np.ones(len(centers)), app.length_mm, app.sigma, zo).T
     y = patch.hu - patch.background
     ok = np.ones(len(y), bool) if patch.clip is None else patch.hu < patch.clip - 1.0
     if ok.sum() < basis.shape[1] + 3:
@@ -295,6 +317,29 @@ def initial_guesses(patch: Patch, app: SeedAppearance, k: int, rng: np.random.Ge
     starts.append((c0 + np.outer(offs * step, u2), np.tile(u1, (k, 1))))
     # end to end
     starts.append((c0 + np.outer(offs * (app.capsule_length_mm + 0.4), u1), np.tile(u1, (k, 1))))
+    # intensity maxima along the principal axis (chains of seeds along a needle track)
+    tt = (pts - c0) @ u1
+    h = 0.25
+    edges = np.arange(tt.min() - 1.0, tt.max() + 1.0 + h, h)
+    prof, _ = np.histogram(tt, edges, weights=w)
+    from scipy.ndimage import gaussian_filter1d
+
+    prof = gaussian_filter1d(prof, 0.6 / h)
+    mids = 0.5 * (edges[1:] + edges[:-1])
+    peaks = [i for i in range(1, len(prof) - 1) if prof[i] >= prof[i - 1] and prof[i] > prof[i + 1]]
+    peaks.sort(key=lambda i: -prof[i])
+    chosen = []
+    for i in peaks:
+        if all(abs(mids[i] - mids[j]) >= 0.6 * app.capsule_length_mm for j in chosen):
+            chosen.append(i)
+        if len(chosen) == k:
+            break
+    if len(chosen) == k:
+        cents = []
+        for i in chosen:
+            m = np.abs(tt - mids[i]) < 0.5 * app.length_mm
+            cents.append((w[m] @ pts[m]) / w[m].sum() if w[m].sum() > 0 else c0 + mids[i] * u1)
+        starts.append((np.array(cents), np.tile(u1, (k, 1))))
     inits = []
     for u in (u1, u2):
         tt = (pts - c0) @ u
@@ -331,48 +376,121 @@ def initial_guesses(patch: Patch, app: SeedAppearance, k: int, rng: np.random.Ge
     return out
 
 
-def calibrate(patches: list[Patch], app: SeedAppearance, voxel_volume: float) -> SeedAppearance:
-    """Scan-specific L, sigma_xy, sigma_z and line density from isolated seeds (free fits).
+#: slices at least this thick (mm) hide most seeds inside one slice's flat top (sigma_z by profile likelihood)
+THICK_SLICE_MM = 2.0
 
-    Shape parameters are the medians of the fits; the line density is a robust straight line in
-    |u_z| (in-plane to axial seeds), because in thick slices the partial-volume non-linearity of
-    metal makes a seed along z look denser than one lying in the slice.
+
+def tilt_curve(uz: np.ndarray, values: np.ndarray, min_points: int = 4) -> tuple[tuple[float, ...], float]:
+    """Robust smooth curve of positive ``values`` against |u_z|: piecewise linear in log(value)
+    between :data:`~brachymc.seedfinder.appearance.TILT_KNOTS`, fitted by iteratively reweighted
+    least squares (Huber weights) with a penalty on its curvature (second differences), so that a
+    tilt range with few seeds is bridged by a straight line. Returns the values at the knots and
+    the robust spread (1.4826 MAD, log) of the points about the curve; with fewer than
+    ``min_points`` points one value (the median) everywhere."""
+    uz = np.abs(np.asarray(uz, float))
+    y = np.log(np.asarray(values, float))
+    kn = np.asarray(TILT_KNOTS)
+    if len(y) < min_points:
+        med = float(np.median(y)) if len(y) else 0.0
+        sd = float(1.4826 * np.median(np.abs(y - med))) if len(y) >= 3 else 0.3
+        return tuple([float(np.exp(med))] * len(kn)), float(np.clip(sd, 0.05, 0.5))
+    # hat-function basis
+    B = np.zeros((len(uz), len(kn)))
+    j = np.clip(np.searchsorted(kn, uz, side="right") - 1, 0, len(kn) - 2)
+    t = (uz - kn[j]) / (kn[j + 1] - kn[j])
+    B[np.arange(len(uz)), j] = 1.0 - t
+    B[np.arange(len(uz)), j + 1] = t
+    D = np.zeros((len(kn) - 2, len(kn)))
+    for r in range(len(kn) - 2):               # second differences on the (unequal) knot grid
+        h0, h1 = kn[r + 1] - kn[r], kn[r + 2] - kn[r + 1]
+        D[r, r], D[r, r + 1], D[r, r + 2] = 1.0 / h0, -(1.0 / h0 + 1.0 / h1), 1.0 / h1
+    # a data-poor curve is a straight line: the penalty weighs like a few seeds per knot
+    lam = 0.02 * len(y)
+    w = np.ones(len(y))
+    beta = np.full(len(kn), float(np.median(y)))
+    for _ in range(20):
+        A = B.T @ (B * w[:, None]) + lam * D.T @ D + 1e-9 * np.eye(len(kn))
+        beta_new = np.linalg.solve(A, B.T @ (w * y))
+        r = y - B @ beta_new
+        sd = max(1.4826 * float(np.median(np.abs(r))), 0.03)
+        a = np.abs(r) / (1.345 * sd)
+        w = np.where(a <= 1.0, 1.0, 1.0 / np.maximum(a, 1e-12))
+        if np.allclose(beta_new, beta, atol=1e-6):
+            beta = beta_new
+            break
+        beta = beta_new
+    r = y - B @ beta
+    sd = 1.4826 * float(np.median(np.abs(r))) * np.sqrt(len(y) / max(len(y) - 2, 1))
+    return tuple(float(v) for v in np.exp(beta)), float(np.clip(sd, 0.05, 0.5))
+
+
+def calibrate(patches: list[Patch], app: SeedAppearance, voxel_volume: float) -> SeedAppearance:
+    """Scan-specific L, sigma_xy, sigma_z, line density and seed unit from isolated seeds.
+
+    Free fits (shape too) to each isolated seed; those with R^2 >= 0.8 count. The segment length
+    L is the median over the seeds lying within 60 deg of the slice plane (|u_z| < 0.5; along z the
+    slice profile hides the length), sigma_xy the median of all, sigma_z the median of the seeds
+    lying nearly in-plane (for tilted seeds the tilt and the axial blur trade against each other).
+    With that common shape each seed is refitted; its line density A, integrated model intensity
+    A x L (line density and apparent length trade against each other, their product much less)
+    and summed excess S against its tilt give robust curves in |u_z| (:func:`tilt_curve`: in thick slices the partial-volume
+    non-linearity makes a seed along z look denser than one lying in the slice) and their
+    spreads, which set how strictly the cluster splitting holds each seed to one seed's worth.
     """
     if not patches:
         return app
-    lengths, sxy, sz, amps, uz, used = [], [], [], [], [], []
+    fits = []
     for p in patches:
         c, cov = p.moments()
         u = principal_axis(cov, app)
         a0 = amplitude_from_sum(float(p.excess.sum()), app, voxel_volume)
         fit, a = fit_seeds(p, app, [c], [u], [a0], free_shape=True, max_nfev=300)
-        if fit.r2 < 0.8:
-            continue
-        lengths.append(a.length_mm)
-        sxy.append(a.sigma_xy_mm)
-        sz.append(a.sigma_z_mm)
-        used.append((p, fit))
-    if len(lengths) < 2:
+        if fit.r2 >= 0.8:
+            fits.append((p, fit, a))
+    if len(fits) < 2:
         return app
-    # sigma_z from the seeds lying nearly in-plane: for tilted seeds the tilt and the axial blur
-    # both spread the intensity along z and a free fit trades one for the other
-    flat = [sz[i] for i, (p, f) in enumerate(used) if abs(float(f.axes[0][2])) < 0.35]
-    shaped = replace(app, length_mm=float(np.median(lengths)), sigma_xy_mm=float(np.median(sxy)),
-                     sigma_z_mm=float(np.median(flat if len(flat) >= 3 else sz)))
+    uz0 = np.array([abs(float(f.axes[0][2])) for _, f, _ in fits])
+    lengths = np.array([a.length_mm for _, _, a in fits])
+    sxy = np.array([a.sigma_xy_mm for _, _, a in fits])
+    sz = np.array([a.sigma_z_mm for _, _, a in fits])
+    flat_l = uz0 < 0.5
+    shaped = replace(app, length_mm=float(np.median(lengths[flat_l] if flat_l.sum() >= 3 else lengths)),
+                     sigma_xy_mm=float(np.median(sxy)), sigma_z_mm=float(np.median(sz)))
+    if app.slice_mm >= THICK_SLICE_MM:
+        # thick slices: most seeds lie inside one slice's flat top, where sigma_z does not change
+        # their image and each free fit leaves it anywhere; the seeds that reach a slice boundary
+        # do tell, so sigma_z is the value that fits all of them best together (profile likelihood)
+        grid = np.array([0.2, 0.3, 0.4, 0.55, 0.75, 1.0]) * max(1.0, app.slice_mm / 2.5)
+        total = []
+        for sgz in grid:
+            trial = replace(shaped, sigma_z_mm=float(sgz))
+            total.append(sum(np.log(fit_seeds(p, trial, f.centers, f.axes, f.amplitudes, max_nfev=100)[0].rss)
+                             for p, f, _ in fits))
+        i = int(np.argmin(total))
+        if 0 < i < len(grid) - 1:                 # parabola through the minimum and its neighbours
+            y0, y1, y2 = total[i - 1], total[i], total[i + 1]
+            den = y0 - 2 * y1 + y2
+            t = 0.5 * (y0 - y2) / den if den > 0 else 0.0
+            sgz = float(grid[i] + np.clip(t, -1, 1) * (grid[i + 1] - grid[i] if t > 0 else grid[i] - grid[i - 1]))
+        else:
+            sgz = float(grid[i])
+        shaped = replace(shaped, sigma_z_mm=sgz)
+    else:
+        flat = uz0 < 0.35
+        shaped = replace(shaped, sigma_z_mm=float(np.median(sz[flat] if flat.sum() >= 3 else sz)))
     # line densities with the common shape (free shapes trade density against width where the
     # scan saturates)
-    for p, f in used:
+    amps, uz, sums, qs = [], [], [], []
+    for p, f, _ in fits:
         fit, _ = fit_seeds(p, shaped, f.centers, f.axes, f.amplitudes)
         amps.append(float(fit.amplitudes[0]))
+        qs.append(float(fit.intensities[0]))
         uz.append(abs(float(fit.axes[0][2])))
-    amps, uz = np.array(amps), np.array(uz)
-    a_ip = a_ax = float(np.median(amps))
-    if len(amps) >= 6 and np.ptp(uz) > 0.4:
-        # Theil-Sen slope (median of pairwise slopes), robust to a mis-fitted seed
-        i, j = np.triu_indices(len(uz), 1)
-        ok = np.abs(uz[j] - uz[i]) > 0.15
-        if ok.sum() >= 3:
-            slope = float(np.median((amps[j] - amps[i])[ok] / (uz[j] - uz[i])[ok]))
-            icpt = float(np.median(amps - slope * uz))
-            a_ip, a_ax = max(icpt, 0.2 * a_ip), max(icpt + slope, 0.2 * a_ip)
-    return replace(shaped, amplitude=a_ip, amplitude_axial=a_ax, calibrated_from=len(lengths))
+        sums.append(float(p.excess.sum()) * voxel_volume)
+    amps, uz, sums = np.array(amps), np.array(uz), np.array(sums)
+    a_knots, a_sd = tilt_curve(uz, amps)
+    s_knots, s_sd = tilt_curve(uz, sums)
+    q_knots, q_sd = tilt_curve(uz, np.array(qs))
+    return replace(shaped, amplitude=a_knots[0], amplitude_knots=a_knots, amplitude_sd=a_sd, intensity_knots=q_knots,
+                   intensity_sd=q_sd, unit_knots=s_knots,
+                   unit_sd=s_sd, calibrated_from=len(fits))

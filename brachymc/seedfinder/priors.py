@@ -4,9 +4,9 @@ None of these removes a seed. A seed outside the body or the ROI, or beyond the 
 stays in the output with the reason it is doubtful; the user decides.
 
 * **Expected count** N: when fewer seeds were found, the clusters whose intensity says most
-  clearly that they hold one more seed than fitted (r - k largest, at least 0.25) get k + 1
-  seeds, one at a time, until N is reached or no cluster qualifies; when more were found, the
-  lowest-confidence seeds beyond N are flagged.
+  clearly that they hold one more seed than fitted (r - k largest, at least 0.25; r the summed
+  excess in seeds of the fitted tilts) get k + 1 seeds, one at a time, until N is reached or no
+  cluster qualifies; when more were found, the lowest-confidence seeds beyond N are flagged.
 * **Needle tracks**: seeds whose axes line up with the line joining them (within 20 deg, at most
   12 mm apart) are linked; chains of >= 3 are tracks (reported; a seed on a track is
   corroborated by its neighbours).
@@ -66,20 +66,20 @@ def flag_beyond_expected(seeds: list[dict], expected: int, notes: list[str]) -> 
         notes.append(f"{n} seeds found, {expected} expected: {expected - n} not found (check the QA figure)")
 
 
-def apply_expected_count(work, expected, app, rng, voxel_volume, amp1, fit_k, score, noise, notes, k_max) -> None:
-    """Fewer seeds than expected: give k + 1 seeds to the clusters whose intensity argues most for it."""
+def apply_expected_count(work, expected, refit, count_of, notes, k_max) -> None:
+    """Fewer seeds than expected: give k + 1 seeds to the clusters whose intensity argues most for it
+    (``count_of(w)``: the cluster's summed excess in seeds of its fitted tilts, at least k + 0.25;
+    ``refit(w, k)`` returns the component's k-seed fit), one at a time."""
     total = sum(w.fit.k for w in work)
     added = 0
     while total < expected:
-        cands = [w for w in work if w.ratio - w.fit.k >= 0.25 and w.fit.k < k_max]
+        cands = [(count_of(w) - w.fit.k, w) for w in work if w.fit.k < k_max]
+        cands = [c for c in cands if c[0] >= 0.25]
         if not cands:
             break
-        w = max(cands, key=lambda w: w.ratio - w.fit.k)
+        _, w = max(cands, key=lambda c: c[0])
         k = w.fit.k + 1
-        if k not in w.fits:
-            w.fits[k] = fit_k(w, k, app, rng, voxel_volume)
-            w.score[k] = score(w.fits[k], k, w.ratio, app, noise, amp1)
-        w.fit, w.k = w.fits[k], k
+        w.fit, w.k = refit(w, k), k
         total += 1
         added += 1
     if added:
@@ -174,3 +174,95 @@ def separate_overlaps(seeds: list[dict], capsule_length_mm: float, capsule_diame
     for s, p in zip(seeds, pos):
         s["position_mm"] = tuple(float(v) for v in p)
     return len(pairs), float(np.max(np.linalg.norm(pos - start, axis=1))) if len(pos) else 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# needle tracks as a prior in thick slices
+
+def _inplane(u: np.ndarray) -> np.ndarray | None:
+    v = np.array([u[0], u[1]], float)
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0.5 else None
+
+
+def track_lines(seeds: list[dict], slice_mm: float, max_gap_mm: float = 14.0, max_angle_deg: float = 20.0,
+                max_tilt_deg: float = 35.0):
+    """Needle tracks seen in thick slices: chains of >= 3 seeds lying (in-plane) on one line along
+    their own in-plane axes, at most ``max_gap_mm`` apart, rising by at most ``max_tilt_deg`` out of
+    the slice plane plus a slice. Each track as (seed indices, point, unit direction, in-plane
+    residual RMS mm): the line fitted to the in-plane positions (principal axis), its z as a
+    straight line in the distance along it (least squares)."""
+    n = len(seeds)
+    if n < 3:
+        return []
+    p = np.array([s["position_mm"] for s in seeds], float)
+    a2 = [_inplane(np.asarray(s["direction"], float)) for s in seeds]
+    cosmax = np.cos(np.radians(max_angle_deg))
+    adj = [[] for _ in range(n)]
+    for i in range(n):
+        if a2[i] is None:
+            continue
+        for j in range(i + 1, n):
+            if a2[j] is None:
+                continue
+            d = p[j, :2] - p[i, :2]
+            dist = float(np.linalg.norm(d))
+            if not 3.0 <= dist <= max_gap_mm:
+                continue
+            e = d / dist
+            if abs(e @ a2[i]) < cosmax or abs(e @ a2[j]) < cosmax:
+                continue
+            if abs(p[j, 2] - p[i, 2]) > np.tan(np.radians(max_tilt_deg)) * dist + slice_mm:
+                continue
+            adj[i].append(j)
+            adj[j].append(i)
+    seen = [False] * n
+    out = []
+    for i in range(n):
+        if seen[i] or not adj[i]:
+            continue
+        stack, comp = [i], []
+        seen[i] = True
+        while stack:
+            a = stack.pop()
+            comp.append(a)
+            for b in adj[a]:
+                if not seen[b]:
+                    seen[b] = True
+                    stack.append(b)
+        if len(comp) < 3:
+            continue
+        q = p[comp]
+        c2 = q[:, :2].mean(axis=0)
+        w, v = np.linalg.eigh(np.cov((q[:, :2] - c2).T))
+        e = v[:, -1]
+        s = (q[:, :2] - c2) @ e
+        perp = (q[:, :2] - c2) @ np.array([-e[1], e[0]])
+        rms = float(np.sqrt(np.mean(perp ** 2)))
+        A = np.column_stack([np.ones(len(s)), s])
+        (z0, slope), *_ = np.linalg.lstsq(A, q[:, 2], rcond=None)
+        d = np.array([e[0], e[1], slope])
+        d /= np.linalg.norm(d)
+        out.append((tuple(sorted(comp)), np.array([c2[0], c2[1], z0]), d, rms, float(s.min()), float(s.max())))
+    return out
+
+
+def apply_track_prior(seeds: list[dict], slice_mm: float, notes: list[str], max_gap_mm: float = 14.0,
+                      max_offset_mm: float = 1.5) -> int:
+    """Thick slices: seeds on a needle track (:func:`track_lines`, in-plane residual at most
+    ``max_offset_mm``) take the track's direction. A seed lying inside one thick slice shows its
+    in-plane direction but neither the sign nor the size of its tilt; a needle is straight and
+    deposits its seeds along itself, and the track's tilt comes from the heights of all its seeds.
+    (Their heights stay their own: measured on the 5 mm validation scans, the track's straight line
+    through the seeds' heights, each known only to a slice's flat top, placed them worse.)
+    Returns the number of seeds whose direction was replaced."""
+    tracks = [t for t in track_lines(seeds, slice_mm, max_gap_mm) if t[3] <= max_offset_mm]
+    refined = 0
+    for idx, point, d, rms, s_lo, s_hi in tracks:
+        u = d if d[2] >= 0 else -d
+        for i in idx:
+            seeds[i]["direction"] = tuple(float(v) for v in u)
+            refined += 1
+    if refined:
+        notes.append(f"needle tracks (thick slices): {refined} seed(s) on {len(tracks)} track(s) take the track's direction")
+    return refined

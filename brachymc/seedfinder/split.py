@@ -1,0 +1,280 @@
+"""How many seeds a metal component holds, and where: fits of k seeds and the choice of k.
+
+For a component with summed excess S (HU mm^3) the candidates are k seeds fitted by
+:func:`~brachymc.seedfinder.fit.fit_seeds`, each k from several starts:
+
+* the geometric starts of :func:`~brachymc.seedfinder.fit.initial_guesses` (side by side, end to
+  end, weighted k-means, intensity maxima along the principal axis);
+* *greedy* starts from the neighbouring counts: the best k - 1 fit plus one seed where the
+  residual intensity is largest (its axis from the residual's local moments), and the best
+  k + 1 fit without its weakest seeds. The fits of successive k thus improve on each other
+  instead of starting afresh.
+
+k minimises a penalised misfit, ``score`` below: an approximate -2 log posterior of the k-seed
+model plus the BIC's penalty for its parameters:
+
+    n_eff ln(RSS / n) + 7 k ln(n_eff)
+      + rho(ln(S / sum_i S1(u_i)) / sd_S(k))          (the intensity count)
+      + sum_i (ln(Q_i / Q(u_i)) / sd_Q)^2             (each seed a whole seed)
+      + sum_pairs (max(0, depth_ij - 0.3 mm) / 0.1 mm)^2  (seeds are solid: capsules do not interpenetrate)
+
+n_eff = n / 4 (the PSF correlates neighbouring voxels); S1(u) and Q(u) are one seed's summed
+excess and integrated model intensity (line density x apparent length, Q_i = A_i L_i) at the
+seed's tilt, and sd_S, sd_Q their spreads, all calibrated on the
+scan's own isolated seeds (:func:`~brachymc.seedfinder.fit.calibrate`); sd_S(k)^2 =
+sd_S^2 / k + 0.05^2 (the seeds' spreads average out; 5 % for what clustering itself changes:
+overlapping blur clipped at the scan's maximum); rho(z) = -2 ln(exp(-z^2 / 2) + exp(-8)) is z^2
+up to 4 sd and levels off beyond: a count that far off is bone or a streak next to the seed
+counted as seed (an edge of bone inside the component that the background fill cannot see), and
+the fit's own evidence decides. A split whose weakest seed carries less than half a seed's
+intensity is not allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from brachymc.seedfinder.appearance import SeedAppearance, seeds_image
+from brachymc.seedfinder.fit import Patch, SeedFit, fit_seeds, initial_guesses, principal_axis
+from brachymc.seedfinder.priors import _closest_points
+
+#: free parameters per seed (centre 3, axis 2, line density, apparent length): the BIC's count
+PARAMS_PER_SEED = 7
+#: spread of a cluster's summed excess beyond its seeds' own (overlapping blur clipped)
+COUNT_SYSTEMATIC_SD = 0.05
+#: the intensity count is an outlier (bone or a streak counted as seed) beyond this many sd: its
+#: penalty levels off there (a mixture of the calibrated spread and a flat outlier component)
+COUNT_OUTLIER_Z = 4.0
+#: capsules of fitted seeds may interpenetrate this much (mm) without penalty, and each further
+#: OVERLAP_SD_MM costs as much as one sd of misfit
+OVERLAP_TOLERANCE_MM = 0.3
+OVERLAP_SD_MM = 0.1
+#: every seed of a split cluster must carry at least this fraction of one seed's line density
+MIN_SPLIT_RATIO = 0.5
+
+
+def amplitude_ratios(fit: SeedFit, app: SeedAppearance) -> np.ndarray:
+    """Each fitted seed's integrated intensity (line density x apparent length) over one seed's at
+    its tilt: how many seeds' worth it is."""
+    return fit.intensities / app.intensity_of(fit.axes)
+
+
+def count_ratio(fit_axes: np.ndarray, S: float, app: SeedAppearance) -> float:
+    """The summed excess S over what the seeds of these axes hold together."""
+    return float(S / np.sum(app.unit_of(fit_axes)))
+
+
+def score(fit: SeedFit, S: float, app: SeedAppearance, strict: bool = True) -> float:
+    """Penalised misfit of a k-seed fit (module docstring); ``strict``: infinite for a split with a
+    seed of less than MIN_SPLIT_RATIO of a seed's intensity (off: to rank fits of one k)."""
+    k = fit.k
+    n = fit.n_points
+    n_eff = max(n / 4.0, 10.0)
+    chi = n_eff * np.log(max(fit.rss, 1e-9) / n)
+    bic = PARAMS_PER_SEED * k * np.log(n_eff)
+    ratios = amplitude_ratios(fit, app)
+    if strict and k > 1 and ratios.min() < MIN_SPLIT_RATIO:
+        return float("inf")          # a split must give whole seeds, not a seed and a streak
+    sd_c = np.sqrt(app.unit_sd ** 2 / k + COUNT_SYSTEMATIC_SD ** 2)
+    z = np.log(max(count_ratio(fit.axes, S, app), 1e-6)) / sd_c
+    count = -2.0 * np.log(np.exp(-0.5 * z * z) + np.exp(-0.5 * COUNT_OUTLIER_Z ** 2))
+    sd_a = max(app.intensity_sd, 0.08)
+    amp = float(np.sum((np.log(np.clip(ratios, 1e-3, None)) / sd_a) ** 2))
+    return float(chi + bic + count + amp + overlap_penalty(fit, app))
+
+
+def overlap_penalty(fit: SeedFit, app: SeedAppearance) -> float:
+    """Seeds are solid: sum over pairs of (depth / OVERLAP_SD)^2, depth the distance by which
+    their capsules interpenetrate beyond OVERLAP_TOLERANCE_MM (what a fit of touching seeds may
+    get wrong)."""
+    if fit.k < 2:
+        return 0.0
+    r = 0.5 * app.capsule_diameter_mm
+    h = 0.5 * app.capsule_length_mm - r
+    pen = 0.0
+    for i in range(fit.k):
+        for j in range(i + 1, fit.k):
+            if np.linalg.norm(fit.centers[i] - fit.centers[j]) >= 2 * (h + r):
+                continue
+            q1, q2 = _closest_points(fit.centers[i], fit.axes[i], fit.centers[j], fit.axes[j], h)
+            depth = 2 * r - float(np.linalg.norm(q1 - q2)) - OVERLAP_TOLERANCE_MM
+            if depth > 0:
+                pen += (depth / OVERLAP_SD_MM) ** 2
+    return pen
+
+
+@dataclass
+class Split:
+    """Fits and scores per k of one component."""
+
+    fits: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)
+
+    def best(self) -> int:
+        return min(self.scores, key=self.scores.get)
+
+
+def _residual_start(patch: Patch, app: SeedAppearance, fit: SeedFit):
+    """One more seed where the k-seed fit leaves the most intensity unexplained."""
+    model = seeds_image(patch.points, fit.centers, fit.axes, fit.amplitudes, app.length_mm, app.sigma,
+                        patch.background, patch.clip, app.z_offsets())
+    res = patch.hu - model
+    if patch.clip is not None:
+        # where the data are clipped the residual is a lower bound: unexplained saturated voxels count
+        res = np.where((patch.hu >= patch.clip - 0.5) & (model < patch.clip - 0.5), np.maximum(res, 0.0) + 500.0, res)
+    w = np.where(res > 0, res, 0.0)
+    if patch.in_component is not None:
+        w = w * patch.in_component
+    if w.sum() <= 0:
+        return None
+    # the residual's densest seed-sized neighbourhood
+    reach = 0.5 * app.capsule_length_mm
+    j = int(np.argmax(w))
+    d = patch.points - patch.points[j]
+    near = np.einsum("ij,ij->i", d, d) <= reach ** 2
+    ww = w[near]
+    c = ww @ patch.points[near] / ww.sum()
+    dd = patch.points[near] - c
+    cov = (dd * ww[:, None]).T @ dd / ww.sum()
+    u = principal_axis(cov, app)
+    return c, u
+
+
+def _split_seed(fit: SeedFit, i: int, app: SeedAppearance):
+    """Starts with seed i of ``fit`` replaced by two: side by side (across its axis, in the plane of
+    the axis and the z direction and perpendicular to it) and end to end."""
+    c, u = fit.centers[i], fit.axes[i]
+    rest_c = np.delete(fit.centers, i, axis=0)
+    rest_u = np.delete(fit.axes, i, axis=0)
+    e = np.cross(u, [0.0, 0.0, 1.0])
+    e = e / np.linalg.norm(e) if np.linalg.norm(e) > 1e-6 else np.array([1.0, 0.0, 0.0])
+    f = np.cross(u, e)
+    half = 0.5 * app.capsule_diameter_mm + 0.05
+    out = []
+    for off in (half * e, half * f, (0.5 * app.capsule_length_mm + 0.2) * u):
+        out.append((np.vstack([rest_c, c - off, c + off]), np.vstack([rest_u, u, u])))
+    return out
+
+
+def greedy_starts(patch: Patch, app: SeedAppearance, k: int, split: Split) -> list:
+    """Starts for k seeds from the fits of k - 1 (plus a seed where the residual is largest, or its
+    strongest seed split in two) and of k + 1 (without its weakest seed, or its two closest seeds
+    merged)."""
+    out = []
+    lower = split.fits.get(k - 1)
+    if lower is not None and k > 1:
+        add = _residual_start(patch, app, lower)
+        if add is not None:
+            c, u = add
+            out.append((np.vstack([lower.centers, c]), np.vstack([lower.axes, u])))
+        q = amplitude_ratios(lower, app)
+        if q.max() > 1.3:
+            out.extend(_split_seed(lower, int(np.argmax(q)), app))
+    upper = split.fits.get(k + 1)
+    if upper is not None:
+        order = np.argsort(amplitude_ratios(upper, app))
+        for drop in order[:2]:
+            keep = np.ones(upper.k, bool)
+            keep[drop] = False
+            out.append((upper.centers[keep], upper.axes[keep]))
+        if upper.k >= 2:
+            d = np.linalg.norm(upper.centers[:, None] - upper.centers[None], axis=2) + np.eye(upper.k) * 1e9
+            i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+            keep = np.ones(upper.k, bool)
+            keep[[i, j]] = False
+            uu = upper.axes[i] if upper.axes[i] @ upper.axes[j] >= 0 else -upper.axes[i]
+            merged_u = uu + upper.axes[j]
+            out.append((np.vstack([upper.centers[keep], 0.5 * (upper.centers[i] + upper.centers[j])]),
+                        np.vstack([upper.axes[keep], merged_u / np.linalg.norm(merged_u)])))
+    return out
+
+
+def _refit(patch, app, cents, axes):
+    amps = app.amplitude_of(axes) if app.amplitude is not None else np.full(len(cents), 1.0)
+    return fit_seeds(patch, app, cents, axes, amps)[0]
+
+
+def _jumps(patch: Patch, S: float, app: SeedAppearance, fit: SeedFit, n_moves: int) -> SeedFit:
+    """Improve a k-seed fit by moves that keep k: the seed that fits worst (intensity furthest from
+    one seed's) is moved to where the residual intensity is largest; kept while the score falls."""
+    best, best_s = fit, score(fit, S, app, strict=False)
+    for _ in range(n_moves):
+        q = amplitude_ratios(best, app)
+        worst = int(np.argmax(np.abs(np.log(np.clip(q, 1e-3, None)))))
+        keep = np.ones(best.k, bool)
+        keep[worst] = False
+        rest = SeedFit(centers=best.centers[keep], axes=best.axes[keep], amplitudes=best.amplitudes[keep],
+                       rss=best.rss, n_points=best.n_points, r2=best.r2, local_r2=best.local_r2[keep],
+                       lengths=None if best.lengths is None else best.lengths[keep])
+        add = _residual_start(patch, app, rest)
+        if add is None:
+            break
+        trial = _refit(patch, app, np.vstack([rest.centers, add[0]]), np.vstack([rest.axes, add[1]]))
+        ts = score(trial, S, app, strict=False)
+        if ts >= best_s - 1e-6:
+            break
+        best, best_s = trial, ts
+    return best
+
+
+def fit_k(patch: Patch, S: float, app: SeedAppearance, k: int, rng: np.random.Generator, voxel_volume: float,
+          split: Split, n_geometric: int = 2, cov=None, centroid=None, n_moves: int = 2) -> SeedFit:
+    """Best fit of k seeds to the component (greedy and geometric starts, then moves; the module
+    docstring). Fits of one k are ranked by the score without the whole-seed rule."""
+    if k == 1:
+        c, cv = patch.moments() if cov is None else (centroid, cov)
+        u = principal_axis(cv, app)
+        starts = [(np.atleast_2d(c), np.atleast_2d(u))] + greedy_starts(patch, app, 1, split)
+    else:
+        starts = greedy_starts(patch, app, k, split)
+        geo = initial_guesses(patch, app, k, rng)
+        starts += [(cents, axes) for _, cents, axes, _ in geo[:n_geometric]]
+    best, best_s = None, np.inf
+    for cents, axes in starts:
+        fit = _refit(patch, app, cents, axes)
+        s = score(fit, S, app, strict=False)
+        if best is None or s < best_s:
+            best, best_s = fit, s
+    if k > 1 and n_moves:
+        best = _jumps(patch, S, app, best, n_moves)
+    return best
+
+
+def split_component(patch: Patch, S: float, app: SeedAppearance, ks, kmax: int, rng, voxel_volume: float,
+                    centroid=None, cov=None) -> Split:
+    """Fits for the counts ``ks`` (in order), then further counts while the best score sits at an end of
+    the range tried (the intensity count depends on the seeds' tilts)."""
+    sp = Split()
+
+    def run(k):
+        f = fit_k(patch, S, app, k, rng, voxel_volume, sp, cov=cov, centroid=centroid)
+        sp.fits[k] = f
+        sp.scores[k] = score(f, S, app)
+
+    for k in ks:
+        run(k)
+    # refit the counts below with greedy starts from above (a k + 1 fit without its weakest seed
+    # can beat the geometric starts)
+    for k in sorted(ks)[:-1]:
+        if k + 1 in sp.fits:
+            old = sp.fits[k]
+            f = fit_k(patch, S, app, k, rng, voxel_volume, Split(fits={k + 1: sp.fits[k + 1]}), n_geometric=0,
+                      cov=cov, centroid=centroid) if k > 1 else None
+            if f is not None and score(f, S, app, strict=False) < score(old, S, app, strict=False):
+                sp.fits[k], sp.scores[k] = f, score(f, S, app)
+    while len(sp.scores) > 1 or (len(sp.scores) == 1 and kmax > 1 and len(ks) > 1):
+        b = sp.best()
+        if not np.isfinite(sp.scores[b]):
+            break
+        if b == max(sp.scores) and b < kmax:
+            nxt = b + 1
+        elif b == min(sp.scores) and b > 1:
+            nxt = b - 1
+        else:
+            break
+        if nxt in sp.scores:
+            break
+        run(nxt)
+    return sp

@@ -203,16 +203,7 @@ def seeds_image_grad_reference(points, centers, axes, amplitudes, length, sigma,
     df_dw = ((f * tau)[..., None] * perp / ai - f[..., None] * vv / ai + gdt[..., None] * perp / ai
              + (gdh * 0.5 * lengths)[..., None] * vv).mean(axis=1)
     df_dl = (gdh * 0.5 * a[:, None, None]).mean(axis=1)                # (k, n)
-    fk = f.mean(axis=1)
-    total = np.array(np.broadcast_to(np.asarray(background, float), (points.shape[0],)), float) + fk.sum(axis=0)
-    if clip is not None:
-        hit = total > clip
-        total = np.minimum(total, clip)
-        fk = np.where(hit[None, :], 0.0, fk)
-        df_dc = np.where(hit[None, :, None], 0.0, df_dc)
-        df_dw = np.where(hit[None, :, None], 0.0, df_dw)
-        df_dl = np.where(hit[None, :], 0.0, df_dl)
-    return total, fk, df_dc, df_dw, df_dl
+    return _clipped(points, f.mean(axis=1), df_dc, df_dw, df_dl, background, clip)
 
 
 def seeds_image(points: np.ndarray, centers, axes, amplitudes, length: float, sigma, background,

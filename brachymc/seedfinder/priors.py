@@ -86,6 +86,26 @@ def apply_expected_count(work, expected, refit, count_of, notes, k_max) -> None:
         notes.append(f"expected {expected} seeds: {added} cluster(s) given one more seed than the fit preferred")
 
 
+def _linked_groups(adj: list[list[int]]) -> list[list[int]]:
+    """Connected groups of an adjacency list (depth first, in index order)."""
+    seen = [False] * len(adj)
+    groups = []
+    for i in range(len(adj)):
+        if seen[i]:
+            continue
+        stack, comp = [i], []
+        seen[i] = True
+        while stack:
+            a = stack.pop()
+            comp.append(a)
+            for b in adj[a]:
+                if not seen[b]:
+                    seen[b] = True
+                    stack.append(b)
+        groups.append(comp)
+    return groups
+
+
 def needle_tracks(seeds: list[dict], max_gap_mm: float = 12.0, max_angle_deg: float = 20.0):
     """Chains of >= 3 seeds along their own axes (see the module docstring); sets ``seed['track']``."""
     n = len(seeds)
@@ -105,20 +125,8 @@ def needle_tracks(seeds: list[dict], max_gap_mm: float = 12.0, max_angle_deg: fl
             if abs(e @ u[i]) >= cosmax and abs(e @ u[j]) >= cosmax:
                 adj[i].append(int(j))
                 adj[int(j)].append(i)
-    seen = [False] * n
     tracks = []
-    for i in range(n):
-        if seen[i]:
-            continue
-        stack, comp = [i], []
-        seen[i] = True
-        while stack:
-            a = stack.pop()
-            comp.append(a)
-            for b in adj[a]:
-                if not seen[b]:
-                    seen[b] = True
-                    stack.append(b)
+    for comp in _linked_groups(adj):
         if len(comp) >= 3:
             for a in comp:
                 seeds[a]["track"] = len(tracks)
@@ -216,20 +224,8 @@ def track_lines(seeds: list[dict], slice_mm: float, max_gap_mm: float = 14.0, ma
                 continue
             adj[i].append(j)
             adj[j].append(i)
-    seen = [False] * n
     out = []
-    for i in range(n):
-        if seen[i] or not adj[i]:
-            continue
-        stack, comp = [i], []
-        seen[i] = True
-        while stack:
-            a = stack.pop()
-            comp.append(a)
-            for b in adj[a]:
-                if not seen[b]:
-                    seen[b] = True
-                    stack.append(b)
+    for comp in _linked_groups(adj):
         if len(comp) < 3:
             continue
         q = p[comp]

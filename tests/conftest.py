@@ -71,3 +71,19 @@ def cupy_backend():
 def z_score(a: float, b: float, sa: float, sb: float = 0.0) -> float:
     """|a - b| in units of the combined standard uncertainty."""
     return abs(a - b) / np.sqrt(sa * sa + sb * sb)
+
+
+@pytest.fixture()
+def dicompyler_dvhcalc(monkeypatch):
+    """dicompyler-core's ``dvhcalc`` (the DVH cross-checks' second reader); skips without it."""
+    pytest.importorskip("dicompylercore")
+    import warnings
+
+    import pydicom.dicomio
+    # dicompyler-core 0.5.6 imports pydicom.dicomio.read_file, removed in pydicom 3 (dcmread is the
+    # same function); give it the old name for the duration of the test.
+    monkeypatch.setattr(pydicom.dicomio, "read_file", pydicom.dcmread, raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from dicompylercore import dvhcalc
+    return dvhcalc

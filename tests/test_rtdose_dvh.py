@@ -71,21 +71,6 @@ def test_dvh_partial_volumes_and_errors():
         dvh_metrics(np.array([1.0, np.nan]), np.ones(2), 1.0)
 
 
-@pytest.fixture()
-def dicompyler_dvhcalc(monkeypatch):
-    pytest.importorskip("dicompylercore")
-    import warnings
-
-    import pydicom.dicomio
-    # dicompyler-core 0.5.6 imports pydicom.dicomio.read_file, removed in pydicom 3 (dcmread is the
-    # same function); give it the old name for the duration of the test.
-    monkeypatch.setattr(pydicom.dicomio, "read_file", pydicom.dcmread, raising=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from dicompylercore import dvhcalc
-    return dvhcalc
-
-
 def test_demo_gtv_d90_matches_dicompyler_at_1mm(tmp_path, dicompyler_dvhcalc):
     """A second reader: dicompyler-core's D90 of the GTV from brachymc's RTDOSE + RTSTRUCT agrees
     with brachymc's own within 2 %, at 1 mm voxels.

@@ -319,19 +319,6 @@ def test_contours_from_rasterised_sphere():
 # DVH cross-check against dicompyler-core
 # ----------------------------------------------------------------------------------------------
 
-@pytest.fixture()
-def dicompyler_dvhcalc(monkeypatch):
-    pytest.importorskip("dicompylercore")
-    import pydicom.dicomio
-    # dicompyler-core 0.5.6 imports pydicom.dicomio.read_file, removed in pydicom 3 (dcmread is the
-    # same function); give it the old name for the duration of the test.
-    monkeypatch.setattr(pydicom.dicomio, "read_file", pydicom.dcmread, raising=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from dicompylercore import dvhcalc
-    return dvhcalc
-
-
 def test_dvh_matches_dicompyler(tmp_path, dicompyler_dvhcalc):
     """D90, Dmean, V100 and the volume of a 2 cm-radius sphere in a smooth point-source-like dose.
 

@@ -102,6 +102,9 @@ def _bounded(x, lo, hi):
 
 #: how far (mm) a fitted centre may move from its start, and the range of line densities
 CENTER_REACH_MM = 4.0
+#: sd of the weak prior holding a centre's z near its start, as a fraction of the slice thickness
+#: (at least 1 mm); 0.2 was tried on the 5 mm scans and was not better (docs/seed_finding.md)
+Z_PRIOR_FRACTION = 0.35
 LOG_AMP_RANGE = (np.log(0.02), np.log(30.0))
 
 
@@ -162,7 +165,7 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
     # weak prior on the centres (their start: moments or k-means), as rows of residuals scaled by
     # the starting misfit: where the image cannot tell (a seed lying inside a thick slice), the
     # centre stays where the intensity puts it instead of drifting along a flat direction
-    prior_sd = np.array([2.0, 2.0, max(0.35 * app.slice_mm, 1.0)])
+    prior_sd = np.array([2.0, 2.0, max(Z_PRIOR_FRACTION * app.slice_mm, 1.0)])
 
     def data_resid(x):
         c, u, amp, length, sig = unpack(x)[:5]

@@ -85,7 +85,7 @@ def test_5mm_slices_with_clusters(sim_5mm):
     """5 mm slices: seeds lying in a slice blur into it (z known to the slice's flat top)."""
     sim, res = sim_5mm
     sc = score_seeds(sim.seeds_mm, sim.directions, res.positions_mm(), res.directions())
-    # On this small case all 20 seeds are found (one false positive), axial RMS 0.90 mm; over the
+    # On this small case all 20 seeds are found (one false positive), axial RMS 0.92 mm; over the
     # larger 5 mm validation scans the issue's targets (>= 97 % found, axial RMS <= 1 mm) are NOT
     # reached yet (docs/validation/seed_finding.md). The detection bound allows one missed seed.
     assert sc.detection_rate >= 0.95, res.summary()

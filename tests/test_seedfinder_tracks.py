@@ -144,3 +144,15 @@ def test_split_seed_must_explain_its_own_voxels():
     assert Split(fits={2: fit(2, weak), 3: fit(3, ok)}, scores={2: 5.0, 3: 8.0}).best() == 2
     # not below a count that is not allowed
     assert Split(fits={1: fit(1, ok), 2: fit(2, weak)}, scores={1: float("inf"), 2: 5.0}).best() == 2
+
+
+def test_reported_needle_tracks_keep_parallel_needles_apart():
+    """The tracks the finder reports (any slice thickness) are the line search's: two parallel
+    needles are two tracks and each seed carries its track's index."""
+    from brachymc.seedfinder.priors import needle_tracks
+
+    pts, _, d = _two_parallel_needles()
+    seeds = _seeds(pts, [d] * 8)
+    tracks = needle_tracks(seeds, slice_mm=1.0)
+    assert sorted(tracks) == [(0, 1, 2, 3), (4, 5, 6, 7)]
+    assert [s["track"] for s in seeds] == [tracks.index((0, 1, 2, 3))] * 4 + [tracks.index((4, 5, 6, 7))] * 4

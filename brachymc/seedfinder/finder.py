@@ -528,7 +528,7 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
             s["doubtful"].insert(0, f"low confidence ({'; '.join(_why_low(s))})")
     if expected is not None:
         priors.flag_beyond_expected(seeds, expected, notes)
-    tracks = priors.needle_tracks(seeds)
+    tracks = priors.needle_tracks(seeds, app.slice_mm)
     out = tuple(FoundSeed(position_mm=s["position_mm"], direction=s["direction"], confidence=float(s["confidence"]),
                           cluster=s["cluster"], amplitude_ratio=s["amplitude_ratio"], doubtful=tuple(s["doubtful"]),
                           track=s.get("track")) for s in seeds)

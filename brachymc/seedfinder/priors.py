@@ -7,9 +7,9 @@ stays in the output with the reason it is doubtful; the user decides.
   clearly that they hold one more seed than fitted (r - k largest, at least 0.25; r the summed
   excess in seeds of the fitted tilts) get k + 1 seeds, one at a time, until N is reached or no
   cluster qualifies; when more were found, the lowest-confidence seeds beyond N are flagged.
-* **Needle tracks**: seeds whose axes line up with the line joining them (within 20 deg, at most
-  12 mm apart) are linked; chains of >= 3 are tracks (reported; a seed on a track is
-  corroborated by its neighbours).
+* **Needle tracks**: runs of >= 3 seeds on one straight line along their own in-plane axes
+  (within 20 deg, at most 14 mm apart), found one line at a time (:func:`track_lines`); reported,
+  and in thick slices their seeds take the track's direction (:func:`apply_track_prior`).
 """
 
 from __future__ import annotations
@@ -86,52 +86,17 @@ def apply_expected_count(work, expected, refit, count_of, notes, k_max) -> None:
         notes.append(f"expected {expected} seeds: {added} cluster(s) given one more seed than the fit preferred")
 
 
-def _linked_groups(adj: list[list[int]]) -> list[list[int]]:
-    """Connected groups of an adjacency list (depth first, in index order)."""
-    seen = [False] * len(adj)
-    groups = []
-    for i in range(len(adj)):
-        if seen[i]:
-            continue
-        stack, comp = [i], []
-        seen[i] = True
-        while stack:
-            a = stack.pop()
-            comp.append(a)
-            for b in adj[a]:
-                if not seen[b]:
-                    seen[b] = True
-                    stack.append(b)
-        groups.append(comp)
-    return groups
-
-
-def needle_tracks(seeds: list[dict], max_gap_mm: float = 12.0, max_angle_deg: float = 20.0):
-    """Chains of >= 3 seeds along their own axes (see the module docstring); sets ``seed['track']``."""
-    n = len(seeds)
-    if n < 3:
-        return ()
-    p = np.array([s["position_mm"] for s in seeds])
-    u = np.array([s["direction"] for s in seeds])
-    cosmax = np.cos(np.radians(max_angle_deg))
-    adj = [[] for _ in range(n)]
-    for i in range(n):
-        d = p - p[i]
-        dist = np.linalg.norm(d, axis=1)
-        for j in np.flatnonzero((dist > 1.0) & (dist <= max_gap_mm)):
-            if j <= i:
-                continue
-            e = d[j] / dist[j]
-            if abs(e @ u[i]) >= cosmax and abs(e @ u[j]) >= cosmax:
-                adj[i].append(int(j))
-                adj[int(j)].append(i)
-    tracks = []
-    for comp in _linked_groups(adj):
-        if len(comp) >= 3:
-            for a in comp:
-                seeds[a]["track"] = len(tracks)
-            tracks.append(tuple(sorted(comp)))
-    return tuple(tracks)
+def needle_tracks(seeds: list[dict], slice_mm: float = 1.0, max_gap_mm: float = 14.0,
+                  max_angle_deg: float = 20.0) -> tuple[tuple[int, ...], ...]:
+    """Needle tracks of the final seeds, reported (the same line search as the thick-slice prior,
+    :func:`track_lines`): runs of >= 3 seeds on one straight line along their own in-plane axes.
+    Sets ``seed['track']`` to the track's index."""
+    out = []
+    for idx, *_ in track_lines(seeds, slice_mm, max_gap_mm, max_angle_deg):
+        for a in idx:
+            seeds[a]["track"] = len(out)
+        out.append(tuple(sorted(idx)))
+    return tuple(out)
 
 
 def _closest_points(p1, d1, p2, d2, h):

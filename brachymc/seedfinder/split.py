@@ -266,8 +266,7 @@ def mirror_tilts(patch: Patch, S: float, app: SeedAppearance, fit: SeedFit) -> S
 
 
 def fit_k(patch: Patch, S: float, app: SeedAppearance, k: int, rng: np.random.Generator, voxel_volume: float,
-          split: Split, n_geometric: int = 2, cov=None, centroid=None, n_moves: int = 2,
-          mirror: bool = False) -> SeedFit:
+          split: Split, n_geometric: int = 2, cov=None, centroid=None, n_moves: int = 2) -> SeedFit:
     """Best fit of k seeds to the component (greedy and geometric starts, then moves; the module
     docstring). Fits of one k are ranked by the score without the whole-seed rule."""
     if k == 1:
@@ -286,8 +285,6 @@ def fit_k(patch: Patch, S: float, app: SeedAppearance, k: int, rng: np.random.Ge
             best, best_s = fit, s
     if k > 1 and n_moves:
         best = _jumps(patch, S, app, best, n_moves)
-    if mirror:
-        best = mirror_tilts(patch, S, app, best)
     return best
 
 
@@ -330,8 +327,10 @@ def split_component(patch: Patch, S: float, app: SeedAppearance, ks, kmax: int, 
         # in thin slices a seed spans several slices and the fit sees the sign of its tilt
         b = sp.best()
         if np.isfinite(sp.scores[b]):
-            sp.fits[b] = mirror_tilts(patch, S, app, sp.fits[b])
-            sp.scores[b] = score(sp.fits[b], S, app)
+            f = mirror_tilts(patch, S, app, sp.fits[b])
+            s = score(f, S, app)
+            if np.isfinite(s):          # the refit must still give whole seeds
+                sp.fits[b], sp.scores[b] = f, s
     if app.slice_mm >= Z_FROM_MOMENTS_SLICE_MM and sp.scores and sp.best() == 1:
         f = sp.fits[1]
         if abs(float(f.axes[0][2])) < Z_FROM_MOMENTS_MAX_UZ:

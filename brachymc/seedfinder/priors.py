@@ -167,19 +167,14 @@ MIN_TRACK_SPACING_MM = 3.0
 
 
 def _line_fit(q: np.ndarray):
-    """In-plane principal line and z as a straight line along it: (centre, unit in-plane direction,
-    z0, slope, distances along it, in-plane residuals, z residuals)."""
+    """In-plane principal line of >= 3 points and z as a straight line along it: (centre, unit
+    in-plane direction, z0, slope, distances along it, in-plane residuals)."""
     c2 = q[:, :2].mean(axis=0)
-    if len(q) > 2:
-        w, v = np.linalg.eigh(np.cov((q[:, :2] - c2).T))
-        e = v[:, -1]
-    else:
-        e = (q[-1, :2] - q[0, :2]) / max(float(np.linalg.norm(q[-1, :2] - q[0, :2])), 1e-9)
+    e = np.linalg.eigh(np.cov((q[:, :2] - c2).T))[1][:, -1]
     s = (q[:, :2] - c2) @ e
     perp = (q[:, :2] - c2) @ np.array([-e[1], e[0]])
-    A = np.column_stack([np.ones(len(s)), s])
-    (z0, slope), *_ = np.linalg.lstsq(A, q[:, 2], rcond=None)
-    return c2, e, float(z0), float(slope), s, perp, q[:, 2] - (z0 + slope * s)
+    (z0, slope), *_ = np.linalg.lstsq(np.column_stack([np.ones(len(s)), s]), q[:, 2], rcond=None)
+    return c2, e, float(z0), float(slope), s, perp
 
 
 def track_lines(seeds: list[dict], slice_mm: float, max_gap_mm: float = 14.0, max_angle_deg: float = 20.0,
@@ -247,9 +242,8 @@ def track_lines(seeds: list[dict], slice_mm: float, max_gap_mm: float = 14.0, ma
                 continue
             kept.append(a)
         idx = np.array(kept, int)
-        cut = np.flatnonzero(np.diff(s[idx]) > max_gap_mm)
-        runs = np.split(idx, cut + 1)
-        return next(r for r in runs if i in r and j in r) if any(i in r and j in r for r in runs) else np.array([i, j])
+        run = next(r for r in np.split(idx, np.flatnonzero(np.diff(s[idx]) > max_gap_mm) + 1) if i in r)
+        return run if j in run else np.array([i, j])
 
     out = []
     while True:
@@ -260,16 +254,13 @@ def track_lines(seeds: list[dict], slice_mm: float, max_gap_mm: float = 14.0, ma
             m = members(i, j)
             if len(m) < 3:
                 continue
-            q = p[m]
-            _, _, _, slope, _, perp, _ = _line_fit(q)
-            rms = float(np.sqrt(np.mean(perp ** 2)))
-            key = (-len(m), rms)
+            key = (-len(m), float(np.sqrt(np.mean(_line_fit(p[m])[5] ** 2))))
             if best is None or key < best[0]:
                 best = (key, m)
         if best is None:
             break
         m = best[1]
-        c2, e, z0, slope, s, perp, dz = _line_fit(p[m])
+        c2, e, z0, slope, s, perp = _line_fit(p[m])
         free[m] = False
         if abs(slope) > tan_tilt + slice_mm / max(float(s.max() - s.min()), 1e-9):
             continue

@@ -340,6 +340,79 @@ def _weakest_seed_peak(app: SeedAppearance, voxel) -> float:
     return min(peaks)
 
 
+def _judge(w: _Work, app: SeedAppearance, s1: float, settings: FinderSettings, hu, voxel, levels: ScanLevels,
+           coreless_ok: bool, weakest: float, rng, vv: float) -> None:
+    """Decide what one component is (seeds, other metal, a faint spot) and fit its seeds: sets
+    ``w.ratio``, ``w.kind``, ``w.reason``, ``w.fits``, ``w.score``, ``w.k`` and ``w.fit`` (module
+    docstring, steps 5-6)."""
+    w.ratio = w.S / s1
+    ev = np.linalg.eigvalsh(w.cov)
+    extent = tuple(4.0 * float(np.sqrt(max(e, 0.0))) for e in ev[::-1])
+    if w.ratio < settings.faint_fraction:
+        w.kind, w.reason = "faint", f"{100 * w.ratio:.0f} % of a seed's intensity"
+        return
+    thick = _thickness_mm(hu, w, voxel, levels.reference_hu + settings.core_excess_hu)
+    big = settings.max_seeds_per_cluster
+    if w.n_core > 0 and (w.ratio > 3 * big or (w.ratio > big + 0.5 and thick > THICK_METAL_MM)):
+        w.kind = "other"
+        w.reason = (f"holds {w.ratio:.0f} seeds' worth of metal, {extent[0]:.0f} mm long and {extent[1]:.0f} mm wide"
+                    + (f", solid metal {2 * thick:.0f} mm across" if thick > THICK_METAL_MM else "")
+                    + ": too large for a cluster of seeds (screw, rod or clip)")
+        return
+    if w.n_core == 0 and not coreless_ok:
+        w.kind = "faint"
+        w.reason = (f"below the metal level, which every seed of this scan exceeds (the faintest reach "
+                    f"~{weakest:.0f} HU above background): bone or a streak")
+        return
+    if w.n_core == 0 and w.ratio > 2.5:
+        w.kind, w.reason = "faint", "dense but below the metal level and larger than a seed (bone)"
+        return
+    # a thin conglomerate of more seeds than max_seeds_per_cluster (a dense implant) is split too
+    # below the metal level one seed at most: two seed models fit a piece of bone too well
+    # (measured: 10 false seeds on the 5 mm scans when coreless components could split)
+    kmax = max(big, int(round(w.ratio)) + 2) if w.n_core > 0 else 1
+    # first count from the intensity, with the seed unit at the component's own tilt
+    u_c = principal_axis(w.cov, app)
+    r_tilt = w.S / float(app.unit_of([u_c])[0])
+    k0 = int(np.clip(round(r_tilt), 1, kmax))
+    if k0 == 1 and _one_seed_like(w, app) and max(w.ratio, r_tilt) < 1.4:
+        ks = [1]
+    else:
+        ks = sorted({max(1, k0 - 1), k0, min(kmax, k0 + 1)})
+    sp = split_component(w.patch, w.S, app, ks, kmax, rng, vv, centroid=w.centroid, cov=w.cov)
+    w.fits, w.score = sp.fits, sp.scores
+    w.k = sp.best()
+    if not np.isfinite(w.score[w.k]):
+        # no split into whole seeds: the fewest seeds that were fitted, weak ones dropped below
+        w.k = min(w.fits)
+    w.fit = w.fits[w.k]
+    if w.ratio > 3.0 and w.fit.r2 < 0.5:
+        w.kind = "other"
+        w.reason = (f"{w.ratio:.1f} seeds' worth of metal that no set of seeds fits (R2 {w.fit.r2:.2f}): "
+                    "not seeds (screw, rod or clip)")
+        return
+    q = _amp_ratios(w.fit, app)
+    if w.n_core == 0:
+        # below the metal level: each seed must be seed-like on its own
+        strong = (q >= 0.5) & (w.fit.local_r2 >= CORELESS_MIN_R2)
+        if not strong.any():
+            w.kind = "faint"
+            w.reason = (f"below the metal level and not seed-like ({100 * q.max():.0f} % of a seed's intensity, "
+                        f"R2 {w.fit.local_r2.max():.2f}): bone or a streak")
+            return
+    else:
+        strong = q >= (settings.faint_fraction if w.fit.k == 1 else MIN_SPLIT_RATIO)
+    if not strong.any():
+        w.kind = "faint"
+        w.reason = f"fits a seed of {100 * float(q.max()):.0f} % of a seed's intensity (bone or a streak)"
+        return
+    if not strong.all():
+        f = w.fit
+        w.fit = replace(f, centers=f.centers[strong], axes=f.axes[strong], amplitudes=f.amplitudes[strong],
+                        local_r2=f.local_r2[strong], lengths=None if f.lengths is None else f.lengths[strong])
+        w.k = int(strong.sum())
+
+
 def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings: FinderSettings = FinderSettings(),
                expected: int | None = None, roi_mask: np.ndarray | None = None, roi_name: str = "ROI",
                library=None) -> SeedFindResult:
@@ -408,72 +481,7 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
     if len(single) < 3:
         notes.append(f"only {len(single)} isolated seed(s) to calibrate the image model: defaults from the voxel size used")
     for w in work:
-        w.ratio = w.S / s1
-        ev = np.linalg.eigvalsh(w.cov)
-        extent = tuple(4.0 * float(np.sqrt(max(e, 0.0))) for e in ev[::-1])
-        if w.ratio < settings.faint_fraction:
-            w.kind, w.reason = "faint", f"{100 * w.ratio:.0f} % of a seed's intensity"
-            continue
-        thick = _thickness_mm(hu, w, voxel, levels.reference_hu + settings.core_excess_hu)
-        big = settings.max_seeds_per_cluster
-        if w.n_core > 0 and (w.ratio > 3 * big or (w.ratio > big + 0.5 and thick > THICK_METAL_MM)):
-            w.kind = "other"
-            w.reason = (f"holds {w.ratio:.0f} seeds' worth of metal, {extent[0]:.0f} mm long and {extent[1]:.0f} mm wide"
-                        + (f", solid metal {2 * thick:.0f} mm across" if thick > THICK_METAL_MM else "")
-                        + ": too large for a cluster of seeds (screw, rod or clip)")
-            continue
-        if w.n_core == 0 and not coreless_ok:
-            w.kind = "faint"
-            w.reason = (f"below the metal level, which every seed of this scan exceeds (the faintest reach "
-                        f"~{weakest:.0f} HU above background): bone or a streak")
-            continue
-        if w.n_core == 0 and w.ratio > 2.5:
-            w.kind, w.reason = "faint", "dense but below the metal level and larger than a seed (bone)"
-            continue
-        # a thin conglomerate of more seeds than max_seeds_per_cluster (a dense implant) is split too
-        # below the metal level one seed at most: two seed models fit a piece of bone too well
-        # (measured: 10 false seeds on the 5 mm scans when coreless components could split)
-        kmax = max(big, int(round(w.ratio)) + 2) if w.n_core > 0 else 1
-        # first count from the intensity, with the seed unit at the component's own tilt
-        u_c = principal_axis(w.cov, app)
-        r_tilt = w.S / float(app.unit_of([u_c])[0])
-        k0 = int(np.clip(round(r_tilt), 1, kmax))
-        if k0 == 1 and _one_seed_like(w, app) and max(w.ratio, r_tilt) < 1.4:
-            ks = [1]
-        else:
-            ks = sorted({max(1, k0 - 1), k0, min(kmax, k0 + 1)})
-        sp = split_component(w.patch, w.S, app, ks, kmax, rng, vv, centroid=w.centroid, cov=w.cov)
-        w.fits, w.score = sp.fits, sp.scores
-        w.k = sp.best()
-        if not np.isfinite(w.score[w.k]):
-            # no split into whole seeds: the fewest seeds that were fitted, weak ones dropped below
-            w.k = min(w.fits)
-        w.fit = w.fits[w.k]
-        if w.ratio > 3.0 and w.fit.r2 < 0.5:
-            w.kind = "other"
-            w.reason = (f"{w.ratio:.1f} seeds' worth of metal that no set of seeds fits (R2 {w.fit.r2:.2f}): "
-                        "not seeds (screw, rod or clip)")
-            continue
-        q = _amp_ratios(w.fit, app)
-        if w.n_core == 0:
-            # below the metal level: each seed must be seed-like on its own
-            strong = (q >= 0.5) & (w.fit.local_r2 >= CORELESS_MIN_R2)
-            if not strong.any():
-                w.kind = "faint"
-                w.reason = (f"below the metal level and not seed-like ({100 * q.max():.0f} % of a seed's intensity, "
-                            f"R2 {w.fit.local_r2.max():.2f}): bone or a streak")
-                continue
-        else:
-            strong = q >= (settings.faint_fraction if w.fit.k == 1 else MIN_SPLIT_RATIO)
-        if not strong.any():
-            w.kind = "faint"
-            w.reason = f"fits a seed of {100 * float(q.max()):.0f} % of a seed's intensity (bone or a streak)"
-            continue
-        if not strong.all():
-            f = w.fit
-            w.fit = replace(f, centers=f.centers[strong], axes=f.axes[strong], amplitudes=f.amplitudes[strong],
-                            local_r2=f.local_r2[strong], lengths=None if f.lengths is None else f.lengths[strong])
-            w.k = int(strong.sum())
+        _judge(w, app, s1, settings, hu, voxel, levels, coreless_ok, weakest, rng, vv)
     timing["fit"] = time.perf_counter() - t0 - timing["segment"] - timing["calibrate"]
 
     seeds_work = [w for w in work if w.kind == "seeds"]

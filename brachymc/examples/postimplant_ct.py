@@ -305,6 +305,9 @@ class SimulatedCT:
     masks: dict
     scan: ScanSettings
     notes: dict = field(default_factory=dict)
+    #: the same scan without metal and without noise (HU, float32; ``keep_anatomy=True``): the
+    #: background a seed finder should fill in under the seeds
+    anatomy_hu: np.ndarray | None = None
 
     @property
     def seeds_mm(self) -> np.ndarray:
@@ -474,8 +477,9 @@ def _slice_profile(z0: float, thickness: float, h_max: float = 0.25) -> tuple[np
 
 
 def simulate_postimplant_ct(implant: Implant, scan: ScanSettings = ScanSettings(),
-                            library: MaterialLibrary | None = None) -> SimulatedCT:
-    """Image ``implant`` in the spine anatomy (see the module docstring); returns the CT and its truth."""
+                            library: MaterialLibrary | None = None, keep_anatomy: bool = False) -> SimulatedCT:
+    """Image ``implant`` in the spine anatomy (see the module docstring); returns the CT and its truth
+    (with ``keep_anatomy`` also the metal-free, noiseless image, :attr:`SimulatedCT.anatomy_hu`)."""
     library = library or default_library()
     rng = np.random.default_rng(scan.seed)
     model = load_builtin_seed(implant.model, library)
@@ -546,6 +550,7 @@ def simulate_postimplant_ct(implant: Implant, scan: ScanSettings = ScanSettings(
     sig_fine = sigma_psf / (px / 3.0)
 
     hu_out = np.zeros((nz, ny, nx), np.float32)
+    anatomy_out = np.zeros((nz, ny, nx), np.float32) if keep_anatomy else None
     noise_std = []
     masks = {k: np.zeros((nz, ny, nx), bool) for k in ("Body", "Vertebra", "SpinalCord", "GTV")}
     for k, z in enumerate(zc):
@@ -561,6 +566,8 @@ def simulate_postimplant_ct(implant: Implant, scan: ScanSettings = ScanSettings(
             img += hu_a / nzp
         img = ndimage.gaussian_filter(img, sig_fine, mode="nearest")
         hu_anat = img[1::3, 1::3]
+        if anatomy_out is not None:
+            anatomy_out[k] = hu_anat
         xx, yy = np.meshgrid(xc, yc, indexing="xy")
         hu_m, m = _anatomy(xx, yy, np.full(xx.shape, z))
         for name in ("Body", "Vertebra", "SpinalCord"):
@@ -624,4 +631,4 @@ def simulate_postimplant_ct(implant: Implant, scan: ScanSettings = ScanSettings(
                   source=f"brachymc post-implant CT simulator ({T:g} mm slices, {px:g} mm pixels)")
     notes = {"psf_sigma_mm": sigma_psf, "noise_hu": float(np.median(noise_std)), "mu_water_per_mm": mu_ref,
              "mu_per_mm_70kev_equiv": {m: float(weights @ v) for m, v in mu_m.items()}}
-    return SimulatedCT(ct=ct, implant=implant, masks=masks, scan=scan, notes=notes)
+    return SimulatedCT(ct=ct, implant=implant, masks=masks, scan=scan, notes=notes, anatomy_hu=anatomy_out)

@@ -413,6 +413,45 @@ def _judge(w: _Work, app: SeedAppearance, s1: float, settings: FinderSettings, h
         w.k = int(strong.sum())
 
 
+def _segment(hu, voxel, settings: FinderSettings):
+    """Scan levels, metal components (solid metal cut off), and the count of large dense regions left out."""
+    levels = scan_levels(hu)
+    comps, n_big = find_components(hu, voxel, levels, settings.core_excess_hu, settings.candidate_excess_hu,
+                                   settings.grow_mm, compact_max_mm3=40.0 * settings.max_seeds_per_cluster)
+    comps = split_off_thick_metal(comps, hu, voxel, levels.reference_hu + settings.core_excess_hu, THICK_METAL_MM)
+    return levels, comps, n_big
+
+
+def _component_work(hu, comps, voxel, origin, levels: ScanLevels, settings: FinderSettings) -> list[_Work]:
+    labels = np.zeros(hu.shape, np.int32)
+    for ci, c in enumerate(comps, 1):
+        labels[c.index[:, 0], c.index[:, 1], c.index[:, 2]] = ci
+    return _patches(hu, comps, voxel, origin, levels, settings, labels)
+
+
+@dataclass(frozen=True)
+class ComponentBackground:
+    """One metal component as the finder sees it before any fit: its voxels (indices iz, iy, ix),
+    whether it reaches the metal level, and its patch (the component and its blur tails) with the
+    local background filled in under the metal (HU); ``summed_excess`` is S (HU mm^3)."""
+
+    index: np.ndarray
+    n_core: int
+    patch: Patch
+    summed_excess: float
+
+
+def component_backgrounds(ct: CTVolume, settings: FinderSettings = FinderSettings()) -> list[ComponentBackground]:
+    """The finder's first steps alone (module docstring, steps 1-2): the metal components of ``ct``
+    and the background filled in under each. For checking the background fill against a known
+    metal-free image (``brachymc.examples.seed_validation``); :func:`find_seeds` runs the same steps."""
+    hu = np.asarray(ct.hu)
+    voxel, origin = _voxel_mm(ct)
+    levels, comps, _ = _segment(hu, voxel, settings)
+    return [ComponentBackground(index=w.comp_index, n_core=w.n_core, patch=w.patch, summed_excess=w.S)
+            for w in _component_work(hu, comps, voxel, origin, levels, settings)]
+
+
 def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings: FinderSettings = FinderSettings(),
                expected: int | None = None, roi_mask: np.ndarray | None = None, roi_name: str = "ROI",
                library=None) -> SeedFindResult:
@@ -438,21 +477,14 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
     voxel, origin = _voxel_mm(ct)
     vv = float(np.prod(voxel))
     app = SeedAppearance.from_model(model, voxel)
-    levels = scan_levels(hu)
-    comps, n_big = find_components(hu, voxel, levels, settings.core_excess_hu, settings.candidate_excess_hu,
-                                   settings.grow_mm, compact_max_mm3=40.0 * settings.max_seeds_per_cluster)
-    comps = split_off_thick_metal(comps, hu, voxel, levels.reference_hu + settings.core_excess_hu, THICK_METAL_MM)
+    levels, comps, n_big = _segment(hu, voxel, settings)
     timing["segment"] = time.perf_counter() - t0
     if not comps:
         raise NoMetalError(
             f"{src}: no metal found: the highest value is {levels.max_hu:.0f} HU and no voxel lies "
             f"{settings.core_excess_hu:g} HU above its surroundings (soft tissue at {levels.reference_hu:.0f} HU); "
             "is this the post-implant CT (or the series with the seeds)?")
-    labels = np.zeros(hu.shape, np.int32)
-    for ci, c in enumerate(comps, 1):
-        labels[c.index[:, 0], c.index[:, 1], c.index[:, 2]] = ci
-    work = _patches(hu, comps, voxel, origin, levels, settings, labels)
-    del labels
+    work = _component_work(hu, comps, voxel, origin, levels, settings)
     cored = [w for w in work if w.n_core > 0]
     if not cored:
         raise NoMetalError(f"{src}: no metal found: {len(work)} faint dense spot(s) but nothing "

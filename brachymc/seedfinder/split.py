@@ -70,9 +70,11 @@ def count_ratio(fit_axes: np.ndarray, S: float, app: SeedAppearance) -> float:
     return float(S / np.sum(app.unit_of(fit_axes)))
 
 
-def score(fit: SeedFit, S: float, app: SeedAppearance, strict: bool = True) -> float:
+def score(fit: SeedFit, S: float, app: SeedAppearance, strict: bool = True, background_sd: float = 0.0) -> float:
     """Penalised misfit of a k-seed fit (module docstring); ``strict``: infinite for a split with a
-    seed of less than MIN_SPLIT_RATIO of a seed's intensity (off: to rank fits of one k)."""
+    seed of less than MIN_SPLIT_RATIO of a seed's intensity (off: to rank fits of one k);
+    ``background_sd``: the uncertainty (log) of S from the background under the component, added
+    to the count's spread."""
     k = fit.k
     n = fit.n_points
     n_eff = max(n / 4.0, 10.0)
@@ -81,7 +83,7 @@ def score(fit: SeedFit, S: float, app: SeedAppearance, strict: bool = True) -> f
     ratios = amplitude_ratios(fit, app)
     if strict and k > 1 and ratios.min() < MIN_SPLIT_RATIO:
         return float("inf")          # a split must give whole seeds, not a seed and a streak
-    sd_c = np.sqrt(app.unit_sd ** 2 / k + COUNT_SYSTEMATIC_SD ** 2)
+    sd_c = np.sqrt(app.unit_sd ** 2 / k + COUNT_SYSTEMATIC_SD ** 2 + background_sd ** 2)
     z = np.log(max(count_ratio(fit.axes, S, app), 1e-6)) / sd_c
     count = -2.0 * np.log(np.exp(-0.5 * z * z) + np.exp(-0.5 * COUNT_OUTLIER_Z ** 2))
     sd_a = max(app.intensity_sd, 0.08)

@@ -156,3 +156,26 @@ def test_reported_needle_tracks_keep_parallel_needles_apart():
     tracks = needle_tracks(seeds, slice_mm=1.0)
     assert sorted(tracks) == [(0, 1, 2, 3), (4, 5, 6, 7)]
     assert [s["track"] for s in seeds] == [tracks.index((0, 1, 2, 3))] * 4 + [tracks.index((4, 5, 6, 7))] * 4
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(0.6, 1.6), st.floats(0.0, 0.5), st.integers(1, 6))
+def test_background_uncertainty_only_weakens_the_intensity_count(r, extra, k):
+    """``score(..., background_sd)``: the uncertainty of the background widens the spread of the
+    intensity count, so the count's penalty for a mismatch can only fall, and with no uncertainty
+    the score is the plain one (the recount of thick-slice clusters, finder._recount)."""
+    from brachymc.seedfinder.fit import SeedFit
+
+    app = SeedAppearance(model="test", capsule_length_mm=4.5, capsule_diameter_mm=0.8, marker_length_mm=3.0,
+                         length_mm=3.0, sigma_xy_mm=0.5, sigma_z_mm=0.6, amplitude=6000.0, slice_mm=2.5,
+                         amplitude_knots=(6000.0,) * 4, intensity_knots=(18000.0,) * 4, intensity_sd=0.1,
+                         unit_knots=(50000.0,) * 4, unit_sd=0.1)
+    centers = np.column_stack([np.arange(k) * 6.0, np.zeros(k), np.zeros(k)])
+    fit = SeedFit(centers=centers, axes=np.tile([1.0, 0.0, 0.0], (k, 1)), amplitudes=np.full(k, 6000.0),
+                  rss=1.0e5, n_points=200, r2=0.95, local_r2=np.full(k, 0.95), lengths=np.full(k, 3.0))
+    S = r * k * 50000.0
+    plain = score(fit, S, app)
+    assert score(fit, S, app, background_sd=0.0) == plain
+    assert score(fit, S, app, background_sd=extra) <= plain + 1e-9
+    if abs(np.log(r)) < 1e-3:
+        assert score(fit, S, app, background_sd=extra) == pytest.approx(plain, abs=1e-6)

@@ -53,6 +53,10 @@ OVERLAP_TOLERANCE_MM = 0.3
 OVERLAP_SD_MM = 0.1
 #: every seed of a split cluster must carry at least this fraction of one seed's line density
 MIN_SPLIT_RATIO = 0.5
+#: a single seed in slices of THICK_SLICE_MM to Z_FROM_MOMENTS_SLICE_MM whose moments tilt it
+#: less than this (|u_z|) is also started lying in the slice (measured on the 2.5 mm, 60-seed scan:
+#: the axis error's 95th percentile 59 -> 44 deg, GTV D90 +1.06 -> +0.78 %)
+IN_PLANE_START_MAX_UZ = 0.9
 #: and, in slices >= THICK_SLICE_MM, explain the voxels nearest it this well (local R^2); measured
 #: on the 2.5 and 5 mm validation scans: true seeds of split clusters 0.81 and above (1st
 #: percentile 0.81-0.86), seeds made of cortical bone next to a seed 0.61-0.63
@@ -275,6 +279,15 @@ def fit_k(patch: Patch, S: float, app: SeedAppearance, k: int, rng: np.random.Ge
         c, cv = patch.moments() if cov is None else (centroid, cov)
         u = principal_axis(cv, app)
         starts = [(np.atleast_2d(c), np.atleast_2d(u))] + greedy_starts(patch, app, 1, split)
+        if (THICK_SLICE_MM <= app.slice_mm < Z_FROM_MOMENTS_SLICE_MM
+                and IN_PLANE_START_MAX_UZ > abs(float(u[2])) > 0.05):
+            # in thick slices the moments' tilt is weakly determined and a fit started from it can
+            # stay tilted where lying in the slice explains the voxels better: start there too
+            # (not where slices are >= Z_FROM_MOMENTS_SLICE_MM thick: a seed lying in the slice
+            # takes its z from the centroid there, and more seeds ended so, measured: 51/60
+            # instead of 52/60 found on the 5 mm, 60-seed scan)
+            flat = np.array([u[0], u[1], 0.0])
+            starts.append((np.atleast_2d(c), np.atleast_2d(flat / np.linalg.norm(flat))))
     else:
         starts = greedy_starts(patch, app, k, split)
         geo = initial_guesses(patch, app, k, rng)

@@ -14,7 +14,9 @@
    the number that minimises a penalised residual (BIC-like, with the count prior r and the
    requirement that every seed carries about one seed's line density) wins;
 6. components holding far more metal than ``max_seeds_per_cluster`` seeds, or that no set of
-   seeds fits, are *other metal* (screws, rods, clips): reported, never turned into seeds;
+   seeds fits, are *other metal* (screws, rods, clips): reported, never turned into seeds; in
+   slices >= 2 mm each cluster's count is then judged again with the uncertainty of its
+   background, from a second fill around the fitted seeds (:func:`_recount`);
 7. priors (:mod:`~brachymc.seedfinder.priors`): body, ROI, expected count, needle tracks; each
    seed gets a confidence in [0, 1] and the reasons it is doubtful, if any.
 
@@ -412,10 +414,14 @@ def _judge(w: _Work, app: SeedAppearance, s1: float, settings: FinderSettings, h
         w.reason = f"fits a seed of {100 * float(q.max()):.0f} % of a seed's intensity (bone or a streak)"
         return
     if not strong.all():
-        f = w.fit
-        w.fit = replace(f, centers=f.centers[strong], axes=f.axes[strong], amplitudes=f.amplitudes[strong],
-                        local_r2=f.local_r2[strong], lengths=None if f.lengths is None else f.lengths[strong])
+        w.fit = _kept(w.fit, strong)
         w.k = int(strong.sum())
+
+
+def _kept(fit: SeedFit, keep: np.ndarray) -> SeedFit:
+    """The fit with only the seeds ``keep`` marks (the weak ones of a split dropped)."""
+    return replace(fit, centers=fit.centers[keep], axes=fit.axes[keep], amplitudes=fit.amplitudes[keep],
+                   local_r2=fit.local_r2[keep], lengths=None if fit.lengths is None else fit.lengths[keep])
 
 
 #: slices at least this thick (mm) get a second background under each cluster, and its count is
@@ -437,7 +443,7 @@ def _second_background(work: list[_Work], hu, voxel, origin, levels: ScanLevels,
     ends of lines through it. Where a seed lies in or against bone (a lamina, a pedicle, the corner
     of a vertebral body) that hole reaches past the bone's edges and is filled from soft tissue or
     from a dark streak, and the bone counts as metal (measured against the simulator's metal-free
-    image: up to 1.2 seeds' worth in a 2.5 mm cluster, 2.6 at 5 mm). The second hole is only where
+    image: up to 1.3 seeds' worth in a 2.5 mm cluster, 2.9 at 5 mm). The second hole is only where
     the first pass's seeds (the component's and its neighbours') add more than REFILL_MODEL_HU to
     the image, and the metal components themselves; outside it the background is the image less
     those seeds' faint blur, so the bone beside a seed is seen. It errs the other way where seeds
@@ -504,10 +510,7 @@ def _recount(work: list[_Work], single: list[_Work], hu, voxel, origin, levels: 
                 q = _amp_ratios(w.fit, app)
                 strong = q >= (settings.faint_fraction if w.fit.k == 1 else MIN_SPLIT_RATIO)
                 if strong.any() and not strong.all():
-                    fit = w.fit
-                    w.fit = replace(fit, centers=fit.centers[strong], axes=fit.axes[strong],
-                                    amplitudes=fit.amplitudes[strong], local_r2=fit.local_r2[strong],
-                                    lengths=None if fit.lengths is None else fit.lengths[strong])
+                    w.fit = _kept(w.fit, strong)
                     w.k = int(strong.sum())
         if d > RECOUNT_REFIT_SD:
             w.fit = fit_seeds(replace(w.patch, background=second[id(w)][1]), app, w.fit.centers, w.fit.axes,
@@ -524,6 +527,7 @@ def _segment(hu, voxel, settings: FinderSettings):
 
 
 def _component_work(hu, comps, voxel, origin, levels: ScanLevels, settings: FinderSettings) -> list[_Work]:
+    """Each component's patch, background and summed excess (step 2)."""
     labels = np.zeros(hu.shape, np.int32)
     for ci, c in enumerate(comps, 1):
         labels[c.index[:, 0], c.index[:, 1], c.index[:, 2]] = ci

@@ -686,7 +686,9 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
                   "n_core": w.n_core, "kind": w.kind, "k": w.k,
                   "scores": {k: round(v, 1) for k, v in w.score.items()},
                   "amplitudes": {k: [round(float(a), 2) for a in _amp_ratios(f, app)] for k, f in w.fits.items()},
-                  "r2": {k: round(f.r2, 3) for k, f in w.fits.items()}} for w in work)
+                  "r2": {k: round(f.r2, 3) for k, f in w.fits.items()},
+                  "local_r2": {k: [round(float(v), 3) for v in f.local_r2] for k, f in w.fits.items()},
+                  "centers_mm": {k: np.round(f.centers, 2).tolist() for k, f in w.fits.items()}} for w in work)
     return SeedFindResult(diagnostics=diag, seeds=out, clusters=tuple(clusters), other_metal=tuple(other), faint=tuple(faint),
                           appearance=app, levels=levels, expected=expected, tracks=tracks, source=src,
                           notes=tuple(notes), timing_s=timing)

@@ -271,7 +271,7 @@ def _patches(hu, comps, voxel, origin, levels, settings, labels):
         # background: the box with all metal and its blur tails filled in from the surroundings
         hole = ndimage.binary_dilation(lab > 0, structure=STRUCT26)
         hole = ndimage.binary_dilation(hole, structure=disc[None])
-        bg = inpainted_background(box, hole, voxel, levels.noise_hu)
+        bg, spread = inpainted_background(box, hole, voxel, levels.noise_hu, with_spread=True)
         # the fit sees the component and its blur tails (1 voxel around it), never another component
         region = ndimage.binary_dilation(own, structure=np.ones((3, 3, 3), bool)) & ((labels[sl] == 0) | own)
         iz, iy, ix = np.nonzero(region)
@@ -279,7 +279,7 @@ def _patches(hu, comps, voxel, origin, levels, settings, labels):
                                origin[2] + (iz + sl[0].start + 0.5) * dz])
         vals = box[iz, iy, ix].astype(np.float64)
         patch = Patch(points=pts, hu=vals, background=bg[iz, iy, ix], clip=levels.clip_hu, noise_hu=levels.noise_hu,
-                      in_component=own[iz, iy, ix])
+                      in_component=own[iz, iy, ix], background_spread=spread[iz, iy, ix])
         ex = patch.excess
         if ex.sum() <= 0 or (ex * patch.in_component).sum() <= 0:
             continue

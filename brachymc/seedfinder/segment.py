@@ -163,7 +163,7 @@ MAX_FILL_THROUGH_SLICE_MM = 3.0
 
 
 def inpainted_background(box_hu: np.ndarray, hole: np.ndarray, voxel_mm, noise_hu: float = 20.0,
-                         max_through_slice_mm: float = MAX_FILL_THROUGH_SLICE_MM) -> np.ndarray:
+                         max_through_slice_mm: float = MAX_FILL_THROUGH_SLICE_MM, with_spread: bool = False):
     """Background of a component's box: the image with the metal and its blur tails (``hole``)
     filled in from the voxels around them.
 
@@ -176,18 +176,22 @@ def inpainted_background(box_hu: np.ndarray, hole: np.ndarray, voxel_mm, noise_h
     part of the bone in the seed's excess: measured, single seeds against bone then counted up to
     2 seeds' worth). Lines leave the slice plane only where slices are at most
     ``max_through_slice_mm`` thick (:data:`MAX_FILL_THROUGH_SLICE_MM`). Voxels that no line leaves
-    at both ends (holes reaching the box's edge) take the harmonic fill of their slice.
+    at both ends (holes reaching the box's edge) take the harmonic fill of their slice. With
+    ``with_spread`` also each filled voxel's spread (HU: how far the ends of its line differ; 0
+    outside the hole, the noise for the harmonic fill's voxels): about the noise in smooth
+    anatomy, hundreds of HU in bone whose texture no line follows.
     """
     from brachymc.seedfinder._kernel import directional_fill, fill_directions
 
     dz = float(voxel_mm[2])
     img = np.ascontiguousarray(box_hu, dtype=np.float64)
     dirs = fill_directions(dz <= max_through_slice_mm)
-    out = directional_fill(img, np.ascontiguousarray(hole), dirs, float(noise_hu))
+    out, spread = directional_fill(img, np.ascontiguousarray(hole), dirs, float(noise_hu))
     bad = np.isnan(out)
     if bad.any():
         out[bad] = harmonic_fill(img, hole)[bad]
-    return out
+        spread[bad] = float(noise_hu)
+    return (out, spread) if with_spread else out
 
 
 def harmonic_fill(box_hu: np.ndarray, hole: np.ndarray) -> np.ndarray:

@@ -46,10 +46,11 @@ CASES = (
     Case("5mm-0.9px-60", 5.0, 0.9, 60, 3, 2, 2, seed=32),
 )
 
-#: scans of the same kinds with other random implants and noise, never used to develop the finder:
-#: h41-h44 were first run in stop 21 before any change of that stop (one of them, h43, then showed
-#: the weak-seed rule walking a cluster down to one seed: ``split.MAX_STEP_DOWN_R2_LOSS``), h45-h47
-#: only after it
+#: scans of the same kinds with other random implants and noise, kept out of the finder's
+#: development: h41-h44 were first run in stop 21 before any change of that stop; h43 then showed
+#: the weak-seed rule walking a cluster down to one seed (``split.MAX_STEP_DOWN_R2_LOSS``), and
+#: the 5 mm ones with h45 measured the z from the significant excess
+#: (``fit.SIGNIFICANT_SPREADS``); h46-h49 informed no choice (h48, h49 first run after both)
 HELD_OUT = (
     Case("5mm-0.8px-40-h41", 5.0, 0.8, 40, 2, 2, 2, seed=41),
     Case("5mm-0.9px-60-h42", 5.0, 0.9, 60, 3, 2, 2, seed=42),
@@ -58,6 +59,8 @@ HELD_OUT = (
     Case("5mm-0.8px-50-h45", 5.0, 0.8, 50, 3, 2, 2, seed=45),
     Case("2.5mm-0.7px-80-h46", 2.5, 0.7, 80, 3, 3, 2, seed=46),
     Case("1mm-0.7px-50-h47", 1.0, 0.7, 50, 3, 2, 2, seed=47),
+    Case("5mm-0.9px-50-h48", 5.0, 0.9, 50, 3, 2, 2, seed=48),
+    Case("5mm-0.8px-60-h49", 5.0, 0.8, 60, 3, 2, 2, seed=49),
 )
 
 
@@ -389,9 +392,10 @@ def markdown(results: dict) -> str:
             lines.append(f"| {r['case']['name']} | {b['n_components']} | {b['mean']:+.3f} | {b['sd']:.3f} | "
                          f"{b['max']:+.2f} | {b['min']:+.2f} | {b['over_half_seed']} | {worst} |")
         lines.append("")
+    scans = results["cases"] + results.get("held_out", [])
     if any(r.get("coreless_fits", {}).get("n_on_seed", 0) + r.get("coreless_fits", {}).get("n_off_seed", 0)
-           for r in results["cases"]):
-        thr = next(r["coreless_fits"]["threshold"] for r in results["cases"] if "coreless_fits" in r)
+           for r in scans):
+        thr = next(r["coreless_fits"]["threshold"] for r in scans if "coreless_fits" in r)
         lines += ["## Components below the metal level", "",
                   "A seed lying in a thick slice can stay below the metal level; such a component is a seed only "
                   f"if one seed's image model explains its voxels with a local R^2 >= {thr:g} (method, step 3). "
@@ -400,7 +404,7 @@ def markdown(results: dict) -> str:
                   "reach the metal level consider no such component.", "",
                   "| case | on a seed | lowest R^2 on a seed | kept | off every seed | highest R^2 off | kept | "
                   "in between |", "|---|---|---|---|---|---|---|---|"]
-        for r in results["cases"]:
+        for r in scans:
             f = r.get("coreless_fits")
             if not f or not (f["n_on_seed"] + f["n_off_seed"]):
                 continue
@@ -433,10 +437,13 @@ def markdown(results: dict) -> str:
                   "Scans of the same kinds (`HELD_OUT` in `brachymc.examples.seed_validation`) with other random "
                   "implants and noise, never used to choose a method or a level: the cases above have been "
                   "looked at for many rounds, and the finder is tuned to them more than its levels' comments "
-                  "say. h41-h44 were first run in stop 21 before any change of that stop; one of them (h43) then "
-                  "showed a cluster of 5.5 seeds' worth walked down to one seed by the weak-seed rule and "
-                  "reported as other metal (3 seeds lost), which `split.MAX_STEP_DOWN_R2_LOSS` now stops; "
-                  "h45-h47 were first run after that change. These numbers are the better guide to a new scan.",
+                  "say. h41-h44 were first run in stop 21 before any change of that stop. Two changes of that "
+                  "stop then came from them: h43 showed a cluster of 5.5 seeds' worth walked down to one seed "
+                  "by the weak-seed rule and reported as other metal (3 seeds lost), which "
+                  "`split.MAX_STEP_DOWN_R2_LOSS` now stops, and the 5 mm scans h41-h43 and h45 measured the "
+                  "z of flat seeds from the excess beyond the fill's spread (`fit.SIGNIFICANT_SPREADS`: 3 seeds "
+                  "more, 3 false fewer). h46-h49 informed no choice; h48 and h49 were first run after both "
+                  "changes. These numbers are the better guide to a new scan, h48 and h49 the cleanest.",
                   ""] + _results_table(held, with_expected=True)
         lines += ["", "Missed seeds by kind: " + "; ".join(
             f"{r['case']['name']}: " + (", ".join(f"{v} {k}" for k, v in sorted(r["missed_by_kind"].items())) or "none")

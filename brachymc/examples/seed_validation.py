@@ -358,6 +358,12 @@ def _results_table(cases: list, with_expected: bool = False) -> list[str]:
     return lines
 
 
+def _missed_by_kind(cases: list) -> str:
+    return "Missed seeds by kind: " + "; ".join(
+        f"{r['case']['name']}: " + (", ".join(f"{v} {k}" for k, v in sorted(r["missed_by_kind"].items())) or "none")
+        for r in cases)
+
+
 def markdown(results: dict) -> str:
     """The validation page (docs/validation/seed_finding.md) from the results."""
     t = TARGETS
@@ -373,9 +379,7 @@ def markdown(results: dict) -> str:
              "(consensus 6711 data, 0.889 U per seed, permanent implant) on a 1 mm grid, found seeds vs true "
              "seeds, all found seeds included (doubtful ones too, as `[plan] file = \"ct\"` does).", "",
              ] + _results_table(results["cases"])
-    lines += ["", "Missed seeds by kind: " + "; ".join(
-        f"{r['case']['name']}: " + (", ".join(f"{v} {k}" for k, v in sorted(r["missed_by_kind"].items())) or "none")
-        for r in results["cases"]), ""]
+    lines += ["", _missed_by_kind(results["cases"]), ""]
     if all("background_error" in r for r in results["cases"]):
         lines += ["## Background fill against the metal-free image", "",
                   "The simulator also gives the same scan without metal and without noise, the true background. "
@@ -445,9 +449,7 @@ def markdown(results: dict) -> str:
                   "more, 3 false fewer). h46-h49 informed no choice; h48 and h49 were first run after both "
                   "changes. These numbers are the better guide to a new scan, h48 and h49 the cleanest.",
                   ""] + _results_table(held, with_expected=True)
-        lines += ["", "Missed seeds by kind: " + "; ".join(
-            f"{r['case']['name']}: " + (", ".join(f"{v} {k}" for k, v in sorted(r["missed_by_kind"].items())) or "none")
-            for r in held), ""]
+        lines += ["", _missed_by_kind(held), ""]
     lines += ["## Against the targets", "", "| target | value | reached |", "|---|---|---|"]
     for r in results["cases"]:
         c, sc = r["case"], r["score"]

@@ -429,3 +429,23 @@ def test_plan_from_ct_config_errors(tmp_path):
 def test_no_metal_raises():
     with pytest.raises(NoMetalError, match="no metal found"):
         find_seeds(_phantom([], []))
+
+
+def test_validation_page_renders_from_its_results():
+    """The committed validation results render to the page committed with them: one row per scan,
+    the held-out scans in their own table, every held-out scan scored with and without the count."""
+    import json
+    from pathlib import Path
+
+    from brachymc.examples.seed_validation import CASES, HELD_OUT, markdown
+
+    root = Path(__file__).resolve().parents[1] / "docs" / "validation"
+    results = json.loads((root / "seed_finding.json").read_text())
+    page = markdown(results)
+    assert page == (root / "seed_finding.md").read_text()
+    assert [r["case"]["name"] for r in results["cases"]] == [c.name for c in CASES]
+    assert [r["case"]["name"] for r in results["held_out"]] == [c.name for c in HELD_OUT]
+    held = page.split("## Held-out scans")[1].split("## Against the targets")[0]
+    assert sum(line.startswith("| ") and "-h4" in line for line in held.splitlines()) == len(HELD_OUT)
+    for r in results["held_out"]:
+        assert 0.0 <= r["score"]["detection_rate"] <= 1.0 and "gtv_d90_diff_percent" in r["with_expected"]

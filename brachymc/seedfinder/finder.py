@@ -38,6 +38,7 @@ from brachymc.geometry.seed import SeedModel
 from brachymc.seedfinder.appearance import SeedAppearance
 from brachymc.seedfinder.fit import (THICK_SLICE_MM, Patch, SeedFit, amplitude_from_sum, calibrate, fit_seeds,
                                      principal_axis)
+from brachymc.seedfinder.heights import refine_heights
 from brachymc.seedfinder.split import (MIN_SPLIT_LOCAL_R2, MIN_SPLIT_RATIO, Split, amplitude_ratios, count_ratio,
                                        score, split_component)
 from brachymc.seedfinder.segment import (STRUCT26, ScanLevels, body_mask, find_components, inpainted_background,
@@ -639,7 +640,9 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
     clusters, seeds = [], []
     for w in seeds_work:
         ci = len(clusters)
-        f = w.fit
+        # in thick slices a seed lying in the slice takes its height from how its image is shared
+        # with the slices beside it (:mod:`~brachymc.seedfinder.heights`)
+        w.fit = f = refine_heights(w.patch, app, w.fit)
         clusters.append(Cluster(centroid_mm=tuple(map(float, w.centroid)), n_seeds=f.k,
                                 seed_equivalents=float(w.ratio), n_voxels=len(w.comp_index), fit_r2=float(f.r2)))
         ars = _amp_ratios(f, app)

@@ -24,13 +24,6 @@ from brachymc.geometry.seed import orthonormal_frame
 from brachymc.seedfinder.appearance import TILT_KNOTS, SeedAppearance, seed_images, seeds_image, seeds_image_grad
 
 
-#: excess counts as evidence of metal (for a seed's z from its spill into the adjacent slices)
-#: only beyond this many spreads of the filled background: in a 5 mm slice next to bone the fill
-#: can be 200-700 HU low over a whole slice that holds no seed (spread ~200 HU there, ~2 HU in soft
-#: tissue), and that slice then drew the seed's z to itself
-SIGNIFICANT_SPREADS = 2.0
-
-
 @dataclass(frozen=True)
 class Patch:
     """The voxels of one component and its blur tails: coordinates (n, 3) mm, HU, the local
@@ -47,16 +40,6 @@ class Patch:
     background_spread: np.ndarray | None = None
 
     @property
-    def significant_excess(self) -> np.ndarray:
-        """The excess beyond the fill's uncertainty: less SIGNIFICANT_SPREADS x the background's
-        spread where it was filled in (bone whose texture no line follows: spreads of hundreds of
-        HU), the excess itself elsewhere."""
-        e = self.excess
-        if self.background_spread is None:
-            return e
-        return np.clip(e - SIGNIFICANT_SPREADS * np.nan_to_num(self.background_spread), 0.0, None)
-
-    @property
     def excess(self) -> np.ndarray:
         e = self.hu - self.background
         return np.where(e > 0, e, 0.0)
@@ -65,20 +48,17 @@ class Patch:
     def background_level(self) -> float:
         return float(np.median(self.background))
 
-    def moments(self, z_from_patch: bool = True, significant: bool = False):
+    def moments(self, z_from_patch: bool = True):
         """Intensity-weighted centroid (mm) and covariance (mm^2) of the component's excess; with
         ``z_from_patch`` the centroid's z from the whole patch (with the slices above and below: a
-        seed near a slice boundary reaches into the next slice below the candidate level), and with
-        ``significant`` that z from the :attr:`significant_excess` only."""
+        seed near a slice boundary reaches into the next slice below the candidate level)."""
         w = self.excess if self.in_component is None else self.excess * self.in_component
         tot = float(w.sum())
         c = (w @ self.points) / tot
         d = self.points - c
         cov = (d * w[:, None]).T @ d / tot
         if z_from_patch and self.in_component is not None:
-            e = self.significant_excess if significant else self.excess
-            if e.sum() <= 0:
-                e = self.excess
+            e = self.excess
             c = np.array([c[0], c[1], float(e @ self.points[:, 2]) / float(e.sum())])
         return c, cov
 

@@ -32,12 +32,13 @@ intensity is not allowed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from brachymc.seedfinder.appearance import SeedAppearance, seeds_image
 from brachymc.seedfinder.fit import THICK_SLICE_MM, Patch, SeedFit, fit_seeds, initial_guesses, principal_axis
+from brachymc.seedfinder.heights import SHARE_SLICE_MM
 from brachymc.seedfinder.priors import _closest_points
 
 #: free parameters per seed (centre 3, axis 2, line density, apparent length): the BIC's count
@@ -53,7 +54,7 @@ OVERLAP_TOLERANCE_MM = 0.3
 OVERLAP_SD_MM = 0.1
 #: every seed of a split cluster must carry at least this fraction of one seed's line density
 MIN_SPLIT_RATIO = 0.5
-#: a single seed in slices of THICK_SLICE_MM to Z_FROM_MOMENTS_SLICE_MM whose moments tilt it
+#: a single seed in slices of THICK_SLICE_MM to heights.SHARE_SLICE_MM whose moments tilt it
 #: less than this (|u_z|) is also started lying in the slice (measured on the 2.5 mm, 60-seed scan:
 #: the axis error's 95th percentile 59 -> 44 deg, GTV D90 +1.06 -> +0.78 %)
 IN_PLANE_START_MAX_UZ = 0.9
@@ -250,12 +251,6 @@ def _jumps(patch: Patch, S: float, app: SeedAppearance, fit: SeedFit, n_moves: i
     return best
 
 
-#: in slices this thick (mm) a single seed lying within Z_FROM_MOMENTS_MAX_UZ of the slice plane
-#: takes its z from the intensity centroid, not from the fit (measured on the 5 mm scans: axial RMS
-#: 1.05 -> 0.95 mm and one seed more found on the 60-seed scan, 0.80 -> 0.83 mm on the 40-seed one)
-Z_FROM_MOMENTS_SLICE_MM = 4.0
-Z_FROM_MOMENTS_MAX_UZ = 0.3
-
 #: seeds tilted this far out of the slice plane and this far from the z axis (|u_z| range) are
 #: also fitted with the opposite tilt (the mirror image in z about their centre)
 MIRROR_UZ_RANGE = (0.08, 0.95)
@@ -289,13 +284,13 @@ def fit_k(patch: Patch, S: float, app: SeedAppearance, k: int, rng: np.random.Ge
         c, cv = patch.moments() if cov is None else (centroid, cov)
         u = principal_axis(cv, app)
         starts = [(np.atleast_2d(c), np.atleast_2d(u))] + greedy_starts(patch, app, 1, split)
-        if (THICK_SLICE_MM <= app.slice_mm < Z_FROM_MOMENTS_SLICE_MM
+        if (THICK_SLICE_MM <= app.slice_mm < SHARE_SLICE_MM
                 and IN_PLANE_START_MAX_UZ > abs(float(u[2])) > 0.05):
             # in thick slices the moments' tilt is weakly determined and a fit started from it can
             # stay tilted where lying in the slice explains the voxels better: start there too
-            # (not where slices are >= Z_FROM_MOMENTS_SLICE_MM thick: a seed lying in the slice
-            # takes its z from the centroid there, and more seeds ended so, measured: 51/60
-            # instead of 52/60 found on the 5 mm, 60-seed scan)
+            # (not where slices are >= SHARE_SLICE_MM thick, where a seed lying in the slice takes
+            # its height from its slice shares: more seeds ended tilted wrongly there, measured:
+            # 51/60 instead of 52/60 found on the 5 mm, 60-seed scan)
             flat = np.array([u[0], u[1], 0.0])
             starts.append((np.atleast_2d(c), np.atleast_2d(flat / np.linalg.norm(flat))))
     else:
@@ -356,16 +351,4 @@ def split_component(patch: Patch, S: float, app: SeedAppearance, ks, kmax: int, 
             s = score(f, S, app)
             if np.isfinite(s):          # the refit must still give whole seeds
                 sp.fits[b], sp.scores[b] = f, s
-    if app.slice_mm >= Z_FROM_MOMENTS_SLICE_MM and sp.scores and sp.best() == 1:
-        f = sp.fits[1]
-        if abs(float(f.axes[0][2])) < Z_FROM_MOMENTS_MAX_UZ:
-            # a seed lying inside a thick slice looks the same anywhere on the slice profile's flat
-            # top, so its fitted z is drift, not evidence: its z is the intensity centroid of the
-            # slice and those above and below, of the excess beyond the background fill's spread
-            # (a slice beside bone filled too low would draw the seed to itself; measured on the
-            # four 5 mm held-out scans: 3 seeds more found, 3 false fewer, the validation scans'
-            # counts unchanged)
-            c = f.centers.copy()
-            c[0, 2] = patch.moments(z_from_patch=True, significant=True)[0][2]
-            sp.fits[1] = replace(f, centers=c)
     return sp

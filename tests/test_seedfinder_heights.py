@@ -56,10 +56,10 @@ def test_a_seed_near_a_boundary_takes_the_height_of_its_spill_not_of_the_bone_be
     pts = _grid()
     bone = np.where((pts[:, 2] == -5.0) & (pts[:, 1] > 0.5), 600.0, 0.0)
     patch = _patch([0.0, 0.0, h], FLAT, extra=bone)
-    zs, shares, usable, _, _, _ = slice_shares(patch, APP, _fit([0.0, 0.0, h], FLAT, z_fit=0.0), 0)
-    assert list(zs) == list(SLICES)
-    assert shares[1] == pytest.approx(1.0) and 0.1 < shares[2] < 0.6     # its own slice, and the spill
-    assert not usable[0]                                                  # the bone does not look like it
+    m = slice_shares(patch, APP, _fit([0.0, 0.0, h], FLAT, z_fit=0.0), 0)
+    assert list(m.z_mm) == list(SLICES)
+    assert m.shares[1] == pytest.approx(1.0) and 0.1 < m.shares[2] < 0.6     # its own slice, and the spill
+    assert not m.usable[0]                                                    # the bone does not look like it
     assert patch.moments()[0][2] < 0.0                                    # the centroid: drawn to the bone
     z = height_from_shares(patch, APP, _fit([0.0, 0.0, h], FLAT, z_fit=0.0), 0)
     assert z == pytest.approx(h, abs=0.3)

@@ -34,7 +34,7 @@ Measured on the twelve 5 mm validation and held-out scans, among the seeds found
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -67,9 +67,23 @@ def _seed_length(fit: SeedFit, app: SeedAppearance, i: int) -> float:
     return float(fit.lengths[i]) if fit.lengths is not None else float(app.length_mm)
 
 
-def slice_shares(patch: Patch, app: SeedAppearance, fit: SeedFit, i: int):
-    """Steps 1-2 for seed ``i`` of ``fit``: the slice centres (mm), the measured shares (relative
-    to the largest), which slices count, each share's noise sd, and the template and footprint."""
+@dataclass(frozen=True)
+class SliceShares:
+    """One seed's measured slice shares: the slice centres (mm), each slice's share (relative to the
+    largest usable one) and its sd, which slices count, the seed's in-plane axis, its template (unit
+    line density, laid flat, at every voxel of the patch) and, per slice, the footprint's voxels."""
+
+    z_mm: np.ndarray
+    shares: np.ndarray
+    sd: np.ndarray
+    usable: np.ndarray
+    axis: np.ndarray
+    template: np.ndarray
+    in_slice: tuple[np.ndarray, ...]
+
+
+def slice_shares(patch: Patch, app: SeedAppearance, fit: SeedFit, i: int) -> SliceShares:
+    """Steps 1-2 for seed ``i`` of ``fit``."""
     pts = patch.points
     sig = _sigma(app)
     data = patch.hu - patch.background          # signed: the noise averages out
@@ -82,10 +96,10 @@ def slice_shares(patch: Patch, app: SeedAppearance, fit: SeedFit, i: int):
     u = u / max(float(np.linalg.norm(u)), 1e-12)
     flat = pts.copy()
     flat[:, 2] = c[2]
-    template = seed_images(flat, c[None], u[None], fit.amplitudes[i:i + 1], _seed_length(fit, app, i), sig,
-                           np.zeros(1))[0]
+    template = seed_images(flat, c[None], u[None], np.ones(1), _seed_length(fit, app, i), sig, np.zeros(1))[0]
     foot = template > FOOTPRINT_FRACTION * float(template.max())
     zs = np.unique(np.round(pts[:, 2], 6))
+    in_slice = tuple(foot & (np.abs(pts[:, 2] - z) < 1e-5) for z in zs)
     # each voxel's noise: the image's, and where the background was filled in under the metal the
     # fill's spread (hundreds of HU beside bone)
     spread = np.zeros(len(pts)) if patch.background_spread is None else np.nan_to_num(patch.background_spread)
@@ -93,57 +107,49 @@ def slice_shares(patch: Patch, app: SeedAppearance, fit: SeedFit, i: int):
     a, tt, explained = np.zeros(len(zs)), np.zeros(len(zs)), np.ones(len(zs))
     a_var = np.full(len(zs), np.inf)
     beyond_noise = np.zeros(len(zs), bool)
-    for s, z in enumerate(zs):
-        m = foot & (np.abs(pts[:, 2] - z) < 1e-5)
-        tt[s] = float(template[m] @ template[m])
+    for s, m in enumerate(in_slice):
+        t = template[m]
+        tt[s] = float(t @ t)
         if m.sum() < 3 or tt[s] <= 0:
             continue
-        a_var[s] = float((template[m] ** 2) @ var_hu[m]) / tt[s] ** 2
-        a[s] = max(float(template[m] @ data[m]) / tt[s], 0.0)
-        r = data[m] - a[s] * template[m]
+        a_var[s] = float((t * t) @ var_hu[m]) / tt[s] ** 2
+        a[s] = max(float(t @ data[m]) / tt[s], 0.0)
+        r = data[m] - a[s] * t
         explained[s] = 1.0 - float(r @ r) / max(float(data[m] @ data[m]), 1e-9)
         # what the template leaves is more than the noise (3 sd of chi^2 with n degrees of freedom)
         beyond_noise[s] = float(r @ r) / float(var_hu[m].sum()) > 1.0 + 3.0 * np.sqrt(2.0 / m.sum())
     # the largest share among the slices that look like the seed (bone can project more)
     unlike = (explained < SHAPE_MIN_EXPLAINED) & beyond_noise
     alike = (tt > 0) & ~unlike
-    top = max(float(a[alike].max() if alike.any() else a.max()), 1e-9)
+    top = max(float(a[alike].max() if alike.any() else a.max()), 1e-12)
     usable = (tt > 0) & ~((a > SHARE_SMALL * top) & unlike)
-    top = max(float(a[usable].max() if usable.any() else top), 1e-9)
-    shares = a / top
-    noise_sd = np.sqrt(a_var) / top
-    return zs, shares, usable, noise_sd, u, foot
+    top = max(float(a[usable].max() if usable.any() else top), 1e-12)
+    return SliceShares(z_mm=zs, shares=a / top, sd=np.sqrt(a_var) / top, usable=usable, axis=u, template=template,
+                       in_slice=in_slice)
 
 
 def height_from_shares(patch: Patch, app: SeedAppearance, fit: SeedFit, i: int) -> float:
-    """Steps 3-4: the posterior-mean height (mm) of seed ``i`` lying flat, from its slice shares."""
-    zs, shares, usable, noise_sd, u, foot = slice_shares(patch, app, fit, i)
-    pts = patch.points
-    z_main = float(zs[int(np.argmax(np.where(usable, shares, -1.0)))])
+    """Steps 3-4: the height (mm) of seed ``i`` lying flat, from its slice shares."""
+    m = slice_shares(patch, app, fit, i)
+    z_main = float(m.z_mm[int(np.argmax(np.where(m.usable, m.shares, -1.0)))])
     half = 0.5 * app.slice_mm + GRID_MARGIN_MM
     grid = np.arange(z_main - half, z_main + half + 1e-9, GRID_STEP_MM)
     c = np.repeat(fit.centers[i][None], len(grid), axis=0)
     c[:, 2] = grid
-    sig = _sigma(app)
-    # the template of unit line density and, for each height, the seed's image: the predicted shares
-    flat = pts.copy()
-    flat[:, 2] = fit.centers[i][2]
-    t = seed_images(flat, fit.centers[i][None], u[None], np.ones(1), _seed_length(fit, app, i), sig, np.zeros(1))[0]
-    imgs = seed_images(pts, c, np.repeat(u[None], len(grid), axis=0), np.ones(len(grid)), _seed_length(fit, app, i),
-                       sig, app.z_offsets())
-    pred = np.zeros((len(grid), len(zs)))
-    for s, z in enumerate(zs):
-        m = foot & (np.abs(pts[:, 2] - z) < 1e-5)
-        tt = float(t[m] @ t[m])
-        if tt > 0:
-            pred[:, s] = imgs[:, m] @ t[m] / tt
+    # the seed's image at each height, projected on the template slice by slice: the predicted shares
+    imgs = seed_images(patch.points, c, np.repeat(m.axis[None], len(grid), axis=0), np.ones(len(grid)),
+                       _seed_length(fit, app, i), _sigma(app), app.z_offsets())
+    pred = np.zeros((len(grid), len(m.z_mm)))
+    for s, sel in enumerate(m.in_slice):
+        t = m.template[sel]
+        if float(t @ t) > 0:
+            pred[:, s] = imgs[:, sel] @ t / float(t @ t)
     pred /= np.maximum(pred.max(axis=1, keepdims=True), 1e-12)
-    var = noise_sd ** 2 + SHARE_MODEL_SD ** 2
-    w = np.where(usable, 1.0 / var, 0.0)
-    scale = (pred * w) @ shares / np.maximum((pred * pred) @ w, 1e-12)
-    chi2 = ((shares[None, :] - scale[:, None] * pred) ** 2) @ w
-    post = (chi2 <= chi2.min() + CHI2_LEVEL).astype(float)
-    return float(post @ grid / post.sum())
+    w = np.where(m.usable, 1.0 / (m.sd ** 2 + SHARE_MODEL_SD ** 2), 0.0)
+    scale = (pred * w) @ m.shares / np.maximum((pred * pred) @ w, 1e-12)
+    chi2 = ((m.shares[None, :] - scale[:, None] * pred) ** 2) @ w
+    allowed = chi2 <= chi2.min() + CHI2_LEVEL
+    return float(grid[allowed].mean())
 
 
 def refine_heights(patch: Patch, app: SeedAppearance, fit: SeedFit) -> SeedFit:

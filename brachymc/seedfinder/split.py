@@ -288,9 +288,8 @@ def fit_k(patch: Patch, S: float, app: SeedAppearance, k: int, rng: np.random.Ge
                 and IN_PLANE_START_MAX_UZ > abs(float(u[2])) > 0.05):
             # in thick slices the moments' tilt is weakly determined and a fit started from it can
             # stay tilted where lying in the slice explains the voxels better: start there too
-            # (not where slices are >= SHARE_SLICE_MM thick, where a seed lying in the slice takes
-            # its height from its slice shares: more seeds ended tilted wrongly there, measured:
-            # 51/60 instead of 52/60 found on the 5 mm, 60-seed scan)
+            # (not where slices are >= SHARE_SLICE_MM thick: measured in stop 20, 51/60 instead of
+            # 52/60 found on the 5 mm, 60-seed scan)
             flat = np.array([u[0], u[1], 0.0])
             starts.append((np.atleast_2d(c), np.atleast_2d(flat / np.linalg.norm(flat))))
     else:

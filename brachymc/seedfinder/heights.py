@@ -59,10 +59,6 @@ GRID_STEP_MM = 0.1
 GRID_MARGIN_MM = 0.5
 
 
-def _sigma(app: SeedAppearance) -> np.ndarray:
-    return np.array([app.sigma_xy_mm, app.sigma_xy_mm, app.sigma_z_mm])
-
-
 def _seed_length(fit: SeedFit, app: SeedAppearance, i: int) -> float:
     return float(fit.lengths[i]) if fit.lengths is not None else float(app.length_mm)
 
@@ -85,7 +81,7 @@ class SliceShares:
 def slice_shares(patch: Patch, app: SeedAppearance, fit: SeedFit, i: int) -> SliceShares:
     """Steps 1-2 for seed ``i`` of ``fit``."""
     pts = patch.points
-    sig = _sigma(app)
+    sig = app.sigma
     data = patch.hu - patch.background          # signed: the noise averages out
     for j in range(fit.k):
         if j != i:
@@ -138,7 +134,7 @@ def height_from_shares(patch: Patch, app: SeedAppearance, fit: SeedFit, i: int) 
     c[:, 2] = grid
     # the seed's image at each height, projected on the template slice by slice: the predicted shares
     imgs = seed_images(patch.points, c, np.repeat(m.axis[None], len(grid), axis=0), np.ones(len(grid)),
-                       _seed_length(fit, app, i), _sigma(app), app.z_offsets())
+                       _seed_length(fit, app, i), app.sigma, app.z_offsets())
     pred = np.zeros((len(grid), len(m.z_mm)))
     for s, sel in enumerate(m.in_slice):
         t = m.template[sel]

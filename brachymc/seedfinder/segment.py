@@ -138,12 +138,48 @@ def find_components(hu: np.ndarray, voxel_mm, levels: ScanLevels, core_excess_hu
                 if nc == 0:
                     continue
                 out.append(_component(hu, sl, r, nc, ref, candidate_excess_hu))
+            if dz >= SEPARATE_SLICE_MM:
+                out.extend(_separate_pieces(hu, sl, m, region, cm, compact_max_mm3 / voxel_volume,
+                                            ref, candidate_excess_hu))
         else:
             if m.sum() * voxel_volume <= compact_max_mm3:
                 out.append(_component(hu, sl, m, 0, ref, candidate_excess_hu))
             else:
                 rejected += 1
     return out, rejected
+
+
+#: slices at least this thick (mm) let a seed lying in the slice stay below the metal level; a
+#: piece of a cored candidate component beyond the cores' reach is then a component of its own
+#: when it peaks on its own in a slice without cores (:func:`_separate_pieces`)
+SEPARATE_SLICE_MM = 4.0
+
+
+def _separate_pieces(hu, sl, m, region, cores, max_voxels, ref, candidate_excess_hu) -> list:
+    """The pieces of the candidate component ``m`` (a box ``sl``) beyond the cores' reach
+    (``region``) that stand on their own: a seed lying in-plane in a thick slice, below the metal
+    level, touching a seed of the next slice corner to corner. Such a piece peaks on its own (its
+    highest voxel a local maximum, not next to the reach of the cores) in a slice that holds no
+    core voxel, and is compact. Pieces that rise towards the cores are that seed's blur tails; a
+    piece in a slice with cores is bone beside the seed. Measured on the 12 scans with 5 mm slices
+    (stop 23): this alone 546 -> 551 of 610 seeds found, 33 false seeds before and after, when
+    pieces in slices with cores were separated too (the slice rule cost 2 seeds found there).
+    Without the slice rule and at any thickness, a piece of bone beside a seed became a component
+    of its own, its voxels joined the seed's background hole and the fill then counted bone as
+    seed: 2 false seeds each on a 1 mm and a 2.5 mm scan."""
+    near = ndimage.binary_dilation(region, structure=STRUCT26)
+    rest, nr = ndimage.label(m & ~region, structure=STRUCT26)
+    box = hu[sl]
+    core_slices = cores.any(axis=(1, 2))
+    out = []
+    for j in range(1, nr + 1):
+        r = rest == j
+        pk = np.unravel_index(int(np.argmax(np.where(r, box, -np.inf))), r.shape)
+        nb = tuple(slice(max(q - 1, 0), q + 2) for q in pk)
+        if near[pk] or core_slices[pk[0]] or box[nb].max() > box[pk] or r.sum() > max_voxels:
+            continue
+        out.append(_component(hu, sl, r, 0, ref, candidate_excess_hu))
+    return out
 
 
 def _component(hu, sl, region, n_core, ref, candidate_excess_hu) -> Component:

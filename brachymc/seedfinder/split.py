@@ -223,6 +223,30 @@ def greedy_starts(patch: Patch, app: SeedAppearance, k: int, split: Split) -> li
     return out
 
 
+def _slice_starts(patch: Patch, k: int) -> list:
+    """In thick slices, seeds stacked along a track through the slices: one seed lying in each of
+    the k slices that hold most of the excess, at that slice's centre of intensity, along its
+    in-plane principal axis. (Two flat seeds one above the other fill two slices at the same place;
+    the geometric starts put them side by side or end to end within the patch's principal axes.)"""
+    w = np.clip(patch.excess, 0.0, None)
+    z = patch.points[:, 2]
+    zs = np.unique(z)
+    sums = np.array([w[z == v].sum() for v in zs])
+    if np.count_nonzero(sums > 0) < k:
+        return []
+    cents, axes = [], []
+    for v in zs[np.argsort(-sums)[:k]]:
+        m = (z == v) & (w > 0)
+        p = patch.points[m]
+        c = (w[m] @ p) / w[m].sum()
+        d = p[:, :2] - c[:2]
+        cv = (d * w[m][:, None]).T @ d / w[m].sum()
+        u2 = np.linalg.eigh(cv)[1][:, -1]
+        cents.append(c)
+        axes.append([u2[0], u2[1], 0.0])
+    return [(np.array(cents), np.array(axes))]
+
+
 def _refit(patch, app, cents, axes):
     amps = app.amplitude_of(axes) if app.amplitude is not None else np.full(len(cents), 1.0)
     return fit_seeds(patch, app, cents, axes, amps)[0]
@@ -294,6 +318,8 @@ def fit_k(patch: Patch, S: float, app: SeedAppearance, k: int, rng: np.random.Ge
             starts.append((np.atleast_2d(c), np.atleast_2d(flat / np.linalg.norm(flat))))
     else:
         starts = greedy_starts(patch, app, k, split)
+        if app.slice_mm >= SHARE_SLICE_MM:
+            starts += _slice_starts(patch, k)
         geo = initial_guesses(patch, app, k, rng)
         starts += [(cents, axes) for _, cents, axes, _ in geo[:n_geometric]]
     best, best_s = None, np.inf

@@ -162,11 +162,11 @@ def _separate_pieces(hu, sl, m, region, cores, max_voxels, ref, candidate_excess
     highest voxel a local maximum, not next to the reach of the cores) in a slice that holds no
     core voxel, and is compact. Pieces that rise towards the cores are that seed's blur tails; a
     piece in a slice with cores is bone beside the seed. Measured on the 12 scans with 5 mm slices
-    (stop 23): this alone 546 -> 551 of 610 seeds found, 33 false seeds before and after, when
-    pieces in slices with cores were separated too (the slice rule cost 2 seeds found there).
-    Without the slice rule and at any thickness, a piece of bone beside a seed became a component
-    of its own, its voxels joined the seed's background hole and the fill then counted bone as
-    seed: 2 false seeds each on a 1 mm and a 2.5 mm scan."""
+    (stop 23), without the slice rule: 546 -> 551 of 610 seeds found, 33 false seeds before and
+    after; the slice rule costs 2 of the 5 there. It is needed elsewhere: without it, and at any
+    slice thickness, a piece of bone beside a seed became a component of its own, its voxels
+    joined the seed's background hole and the fill then counted the bone as seed (2 false seeds
+    each on a 1 mm and a 2.5 mm scan)."""
     near = ndimage.binary_dilation(region, structure=STRUCT26)
     rest, nr = ndimage.label(m & ~region, structure=STRUCT26)
     box = hu[sl]

@@ -193,6 +193,28 @@ def test_analytic_phantom_found(phantom):
     assert res.clusters_split() == 1                        # the touching pair at the centre
 
 
+def test_fits_run_blas_on_one_thread(phantom, monkeypatch):
+    """find_seeds' fits are small least-squares problems: BLAS runs on one thread inside, and as
+    many as before outside: the same CT gives the same seeds whatever the machine's core count
+    (OpenBLAS' threads sum in another order; docs/seed_finding.md, repeatability)."""
+    from threadpoolctl import threadpool_info
+
+    from brachymc.seedfinder import finder
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    seen = []
+    real = finder._find_seeds
+    monkeypatch.setattr(finder, "_find_seeds", lambda *a: (seen.append(blas_threads()), real(*a))[1])
+    ct, res = phantom
+    again = find_seeds(ct)
+    assert seen and seen[0] and all(n == 1 for n in seen[0])
+    assert blas_threads() == before
+    np.testing.assert_array_equal(again.positions_mm(), res.positions_mm())
+
+
 def _rot90_z(ct: CTVolume) -> CTVolume:
     """The CT rotated by +90 deg about the z axis: a voxel at (x, y, z) moves to (-y, x, z)."""
     g = ct.geometry

@@ -6,8 +6,8 @@ background (``docs/seed_finding.md``). This study images isolated 6711 seeds at 
 simulator (:mod:`brachymc.examples.postimplant_ct`), keeping the metal-free, noiseless image of
 each scan, and compares per seed:
 
-* the *true excess*: the CT minus the metal-free image, summed within 5.5 mm of the seed's axis
-  line in-plane and one slice plus 3 mm in z (HU mm^3), what any finder could see;
+* the *true excess*: the CT minus the metal-free image, summed over the voxels within 5.5 mm
+  in-plane of the seed's centre and one slice plus 3 mm in z (HU mm^3), what any finder could see;
 * the finder's S (:func:`brachymc.seedfinder.finder.component_backgrounds`, its patch over its
   filled-in background);
 * the true excess over the finder's patch alone, and the mean error of its fill there (HU).

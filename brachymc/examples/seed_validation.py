@@ -491,8 +491,8 @@ def markdown(results: dict) -> str:
         lines += ["", "## Timing", "",
                   f"CT {tm['shape_zyx'][2]} x {tm['shape_zyx'][1]} x {tm['shape_zyx'][0]} voxels (0.5 mm pixels, 1 mm "
                   f"slices), {tm['n_seeds']} seeds: {tm['wall_s']:.1f} s wall, {tm['cpu_s']:.1f} s CPU on a "
-                  f"{tm['cores']}-core machine (load average {tm['load_average']:.1f} while measured, the finder "
-                  "itself one of it: "
+                  f"{tm['cores']}-core machine (load average {tm['load_average']:.1f} while measured, of which "
+                  "the finder itself is 1: "
                   + ("other jobs shared the cores" if tm["load_average"] > 1.3 else "no other job ran")
                   + "; repeated timings: docs/benchmarks.md); stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in tm["stages_s"].items())
                   + f". Found {tm['score']['n_matched']} of {tm['score']['n_true']} "

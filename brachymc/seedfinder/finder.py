@@ -573,8 +573,8 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
 
     BLAS runs on one thread inside, so that the same CT gives the same seeds on any machine: with
     OpenBLAS on 2 threads the fits' sums ran in another order (one seed of a 2.5 mm validation
-    scan moved 0.04 mm, and the twelve 5 mm scans gave 552 seeds and 33 false instead of 551 and
-    32). The fits' matrices are small (a few thousand voxels by 7 k parameters), so the threads
+    scan moved 0.04 mm, and the twelve 5 mm scans gave 551 seeds and 32 false with two threads, 552
+    and 33 with one). The fits' matrices are small (a few thousand voxels by 7 k parameters), so the threads
     gained no time: run alternately on 2 cores, 100 seeds in 512 x 512 x 100 took 10.1-13.6 s wall
     with one thread and 10.3-16.1 s with two, and 10-13 s of CPU against 17-25 s
     (docs/benchmarks.md).

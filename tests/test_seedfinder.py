@@ -23,7 +23,7 @@ from brachymc.examples.postimplant_ct import Implant, ScanSettings, Screw, make_
 from brachymc.geometry.ct import CTVolume
 from brachymc.geometry.phantom import GridGeometry
 from brachymc.io.volume import write_ct_volume
-from brachymc.seedfinder import NoMetalError, find_seeds, score_seeds
+from brachymc.seedfinder import FinderSettings, NoMetalError, find_seeds, score_seeds
 from brachymc.seedfinder.appearance import seeds_image
 from brachymc.seedfinder.output import CSV_COLUMNS
 
@@ -214,6 +214,23 @@ def test_fits_run_blas_on_one_thread(phantom, monkeypatch):
     assert blas_threads() == before
     np.testing.assert_array_equal(again.positions_mm(), res.positions_mm())
 
+
+
+def test_compiled_and_scipy_fits_find_the_same_seeds(phantom):
+    """The finder's default compiled fit loop and the SciPy reference (FinderSettings.fit_solver)
+    give the same seeds on the analytic phantom, the touching pair split alike."""
+    ct, res = phantom
+    ref = find_seeds(ct, settings=FinderSettings(fit_solver="scipy"))
+    assert ref.n_seeds == res.n_seeds and ref.clusters_split() == res.clusters_split()
+    np.testing.assert_allclose(res.positions_mm(), ref.positions_mm(), atol=1e-4)
+    np.testing.assert_allclose(np.abs(np.sum(res.directions() * ref.directions(), axis=1)), 1.0, atol=1e-6)
+
+
+def test_unknown_fit_solver_is_a_config_error(phantom):
+    from brachymc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fit_solver"):
+        find_seeds(phantom[0], settings=FinderSettings(fit_solver="lm"))
 
 def _rot90_z(ct: CTVolume) -> CTVolume:
     """The CT rotated by +90 deg about the z axis: a voxel at (x, y, z) moves to (-y, x, z)."""

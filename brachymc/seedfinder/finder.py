@@ -61,7 +61,9 @@ class FinderSettings:
     components with less than this fraction of one seed's intensity are not seeds;
     ``doubtful_below``: seeds with a lower confidence are listed as doubtful; ``roi_margin_mm``:
     seeds farther than this outside the ROI are doubtful; ``calibration_seeds``: the most
-    isolated seeds used to calibrate the image model.
+    isolated seeds used to calibrate the image model; ``fit_solver``: ``"compiled"`` (the fits'
+    loop in numba) or ``"scipy"`` (the same algorithm through ``scipy.optimize.least_squares``,
+    the reference; :func:`~brachymc.seedfinder.fit.fit_seeds`).
     """
 
     core_excess_hu: float = 1800.0
@@ -73,6 +75,7 @@ class FinderSettings:
     roi_margin_mm: float = 10.0
     calibration_seeds: int = 25
     random_seed: int = 0
+    fit_solver: str = "compiled"
 
 
 @dataclass(frozen=True)
@@ -395,7 +398,8 @@ def _judge(w: _Work, app: SeedAppearance, s1: float, settings: FinderSettings, h
         ks = [1, 2] if (app.slice_mm >= SHARE_SLICE_MM and kmax > 1 and _stacked(w)) else [1]
     else:
         ks = sorted({max(1, k0 - 1), k0, min(kmax, k0 + 1)})
-    sp = split_component(w.patch, w.S, app, ks, kmax, rng, vv, centroid=w.centroid, cov=w.cov)
+    sp = split_component(w.patch, w.S, app, ks, kmax, rng, vv, centroid=w.centroid, cov=w.cov,
+                         solver=settings.fit_solver)
     w.fits, w.score = sp.fits, sp.scores
     w.k = sp.best()
     if not np.isfinite(w.score[w.k]):
@@ -523,7 +527,7 @@ def _recount(work: list[_Work], single: list[_Work], hu, voxel, origin, levels: 
                     w.k = int(strong.sum())
         if d > RECOUNT_REFIT_SD:
             w.fit = fit_seeds(replace(w.patch, background=second[id(w)][1]), app, w.fit.centers, w.fit.axes,
-                              w.fit.amplitudes)[0]
+                              w.fit.amplitudes, solver=settings.fit_solver)[0]
 
 
 def _segment(hu, voxel, settings: FinderSettings):
@@ -592,6 +596,8 @@ def _find_seeds(ct: CTVolume, model: str | SeedModel, settings: FinderSettings, 
     src = ct.source or "CT"
     if expected is not None and (not isinstance(expected, (int, np.integer)) or expected < 1):
         raise ConfigError(f"{src}: expected seed count must be a whole number >= 1, got {expected!r}")
+    if settings.fit_solver not in ("compiled", "scipy"):
+        raise ConfigError(f"seed finder settings: fit_solver must be 'compiled' or 'scipy', not {settings.fit_solver!r}")
     if isinstance(model, str):
         try:
             from brachymc.geometry.seed import load_seed_model, seed_library
@@ -627,7 +633,7 @@ def _find_seeds(ct: CTVolume, model: str | SeedModel, settings: FinderSettings, 
     single = [w for w in cored if 0.7 * s1 <= w.S <= 1.35 * s1 and _one_seed_like(w, app)]
     # calibrate the image model on the most typical isolated seeds
     single.sort(key=lambda w: abs(np.log(w.S / s1)))
-    app = calibrate([w.patch for w in single[:settings.calibration_seeds]], app, vv)
+    app = calibrate([w.patch for w in single[:settings.calibration_seeds]], app, vv, settings.fit_solver)
     amp1 = app.amplitude or amplitude_from_sum(s1 / vv, app, vv)
     if app.amplitude is None:
         app = replace(app, amplitude=amp1)
@@ -650,7 +656,8 @@ def _find_seeds(ct: CTVolume, model: str | SeedModel, settings: FinderSettings, 
     seeds_work = [w for w in work if w.kind == "seeds"]
     if expected is not None:
         def refit(w, k):
-            sp = split_component(w.patch, w.S, app, [k], k, rng, vv, centroid=w.centroid, cov=w.cov) \
+            sp = split_component(w.patch, w.S, app, [k], k, rng, vv, centroid=w.centroid, cov=w.cov,
+                                 solver=settings.fit_solver) \
                 if k not in w.fits else None
             if sp is not None:
                 w.fits[k], w.score[k] = sp.fits[k], sp.scores[k]

@@ -247,12 +247,12 @@ def _slice_starts(patch: Patch, k: int) -> list:
     return [(np.array(cents), np.array(axes))]
 
 
-def _refit(patch, app, cents, axes):
+def _refit(patch, app, cents, axes, solver="compiled"):
     amps = app.amplitude_of(axes) if app.amplitude is not None else np.full(len(cents), 1.0)
-    return fit_seeds(patch, app, cents, axes, amps)[0]
+    return fit_seeds(patch, app, cents, axes, amps, solver=solver)[0]
 
 
-def _jumps(patch: Patch, S: float, app: SeedAppearance, fit: SeedFit, n_moves: int) -> SeedFit:
+def _jumps(patch: Patch, S: float, app: SeedAppearance, fit: SeedFit, n_moves: int, solver: str = "compiled") -> SeedFit:
     """Improve a k-seed fit by moves that keep k: the seed that fits worst (intensity furthest from
     one seed's) is moved to where the residual intensity is largest; kept while the score falls."""
     best, best_s = fit, score(fit, S, app, strict=False)
@@ -267,7 +267,7 @@ def _jumps(patch: Patch, S: float, app: SeedAppearance, fit: SeedFit, n_moves: i
         add = _residual_start(patch, app, rest)
         if add is None:
             break
-        trial = _refit(patch, app, np.vstack([rest.centers, add[0]]), np.vstack([rest.axes, add[1]]))
+        trial = _refit(patch, app, np.vstack([rest.centers, add[0]]), np.vstack([rest.axes, add[1]]), solver)
         ts = score(trial, S, app, strict=False)
         if ts >= best_s - 1e-6:
             break
@@ -280,7 +280,7 @@ def _jumps(patch: Patch, S: float, app: SeedAppearance, fit: SeedFit, n_moves: i
 MIRROR_UZ_RANGE = (0.08, 0.95)
 
 
-def mirror_tilts(patch: Patch, S: float, app: SeedAppearance, fit: SeedFit) -> SeedFit:
+def mirror_tilts(patch: Patch, S: float, app: SeedAppearance, fit: SeedFit, solver: str = "compiled") -> SeedFit:
     """Try each tilted seed with its tilt reversed, (u_x, u_y, -u_z), keeping a refit that scores
     better. In slices of a few mm a seed's tilt is seen through how its cross-section moves from
     slice to slice; a fit started on the wrong side of the plane is held there (the mirror image
@@ -293,7 +293,7 @@ def mirror_tilts(patch: Patch, S: float, app: SeedAppearance, fit: SeedFit) -> S
             continue
         axes = best.axes.copy()
         axes[i] = axes[i] * np.array([1.0, 1.0, -1.0])
-        trial = _refit(patch, app, best.centers, axes)
+        trial = _refit(patch, app, best.centers, axes, solver)
         ts = score(trial, S, app, strict=False)
         if ts < best_s - 1e-6:
             best, best_s = trial, ts
@@ -301,7 +301,8 @@ def mirror_tilts(patch: Patch, S: float, app: SeedAppearance, fit: SeedFit) -> S
 
 
 def fit_k(patch: Patch, S: float, app: SeedAppearance, k: int, rng: np.random.Generator, voxel_volume: float,
-          split: Split, n_geometric: int = 2, cov=None, centroid=None, n_moves: int = 2) -> SeedFit:
+          split: Split, n_geometric: int = 2, cov=None, centroid=None, n_moves: int = 2,
+          solver: str = "compiled") -> SeedFit:
     """Best fit of k seeds to the component (greedy and geometric starts, then moves; the module
     docstring). Fits of one k are ranked by the score without the whole-seed rule."""
     if k == 1:
@@ -324,23 +325,23 @@ def fit_k(patch: Patch, S: float, app: SeedAppearance, k: int, rng: np.random.Ge
         starts += [(cents, axes) for _, cents, axes, _ in geo[:n_geometric]]
     best, best_s = None, np.inf
     for cents, axes in starts:
-        fit = _refit(patch, app, cents, axes)
+        fit = _refit(patch, app, cents, axes, solver)
         s = score(fit, S, app, strict=False)
         if best is None or s < best_s:
             best, best_s = fit, s
     if k > 1 and n_moves:
-        best = _jumps(patch, S, app, best, n_moves)
+        best = _jumps(patch, S, app, best, n_moves, solver)
     return best
 
 
 def split_component(patch: Patch, S: float, app: SeedAppearance, ks, kmax: int, rng, voxel_volume: float,
-                    centroid=None, cov=None) -> Split:
+                    centroid=None, cov=None, solver: str = "compiled") -> Split:
     """Fits for the counts ``ks`` (in order), then further counts while the best score sits at an end of
     the range tried (the intensity count depends on the seeds' tilts)."""
     sp = Split(min_local_r2=MIN_SPLIT_LOCAL_R2 if app.slice_mm >= THICK_SLICE_MM else 0.0)
 
     def run(k):
-        f = fit_k(patch, S, app, k, rng, voxel_volume, sp, cov=cov, centroid=centroid)
+        f = fit_k(patch, S, app, k, rng, voxel_volume, sp, cov=cov, centroid=centroid, solver=solver)
         sp.fits[k] = f
         sp.scores[k] = score(f, S, app)
 
@@ -352,7 +353,7 @@ def split_component(patch: Patch, S: float, app: SeedAppearance, ks, kmax: int, 
         if k + 1 in sp.fits:
             old = sp.fits[k]
             f = fit_k(patch, S, app, k, rng, voxel_volume, Split(fits={k + 1: sp.fits[k + 1]}), n_geometric=0,
-                      cov=cov, centroid=centroid) if k > 1 else None
+                      cov=cov, centroid=centroid, solver=solver) if k > 1 else None
             if f is not None and score(f, S, app, strict=False) < score(old, S, app, strict=False):
                 sp.fits[k], sp.scores[k] = f, score(f, S, app)
     while len(sp.scores) > 1 or (len(sp.scores) == 1 and kmax > 1 and len(ks) > 1):
@@ -372,7 +373,7 @@ def split_component(patch: Patch, S: float, app: SeedAppearance, ks, kmax: int, 
         # in thin slices a seed spans several slices and the fit sees the sign of its tilt
         b = sp.best()
         if np.isfinite(sp.scores[b]):
-            f = mirror_tilts(patch, S, app, sp.fits[b])
+            f = mirror_tilts(patch, S, app, sp.fits[b], solver)
             s = score(f, S, app)
             if np.isfinite(s):          # the refit must still give whole seeds
                 sp.fits[b], sp.scores[b] = f, s

@@ -224,22 +224,21 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
     x0 = np.concatenate([np.zeros(5 * k), _inv(la0, *LOG_AMP_RANGE)]
                         + ([_inv(shape0, shape_lo, shape_hi)] if free_shape
                            else [_inv(np.full(k, app.length_mm), *len_range)]))
-    r0 = data_resid(x0)
-    r_scale = float(np.sqrt(r0 @ r0 / len(r0)))
-    if free_shape:
-        xs = 1.0
-    elif solver == "compiled":
-        xs = None                                   # the compiled loop scales the same way
-    else:
-        # the Jacobian's column norms at the start (MINPACK's scaling), floored: a parameter the
-        # image does not see at the start (the tilt of a seed centred in a slice) must not get an
-        # unbounded step
-        cn = np.linalg.norm(jac(x0), axis=0)
-        xs = 1.0 / np.maximum(cn, 1e-2 * max(float(cn.max()), 1e-12))
     if free_shape or solver == "scipy":
+        r0 = data_resid(x0)
+        r_scale = float(np.sqrt(r0 @ r0 / len(r0)))
+        if free_shape:
+            xs = 1.0
+        else:
+            # the Jacobian's column norms at the start (MINPACK's scaling), floored: a parameter the
+            # image does not see at the start (the tilt of a seed centred in a slice) must not get an
+            # unbounded step
+            cn = np.linalg.norm(jac(x0), axis=0)
+            xs = 1.0 / np.maximum(cn, 1e-2 * max(float(cn.max()), 1e-12))
         x_fit = least_squares(resid, x0, jac="2-point" if free_shape else jac, method="trf", x_scale=xs,
                               max_nfev=max_nfev, diff_step=1e-4, ftol=1e-5, xtol=1e-5).x
     else:
+        # the same residuals, scale and loop, compiled (r_scale and x_scale computed there)
         x_fit = _trf.fit_fixed_shape(
             x0, k, np.ascontiguousarray(pts), np.ascontiguousarray(patch.hu, dtype=np.float64),
             np.ascontiguousarray(np.broadcast_to(np.asarray(patch.background, np.float64), (len(pts),))),

@@ -24,7 +24,7 @@ import numpy as np
 
 
 def main(argv=None) -> int:
-    from brachymc.examples.postimplant_ct import ScanSettings, make_implant, simulate_postimplant_ct
+    from brachymc.examples.seed_validation import timing_ct
     from brachymc.seedfinder import FinderSettings, find_seeds, score_seeds
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -32,10 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--solvers", default="compiled,scipy")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    implant = make_implant(100, np.random.default_rng(41), pairs=4, chains=3, clumps=3)
-    scan = ScanSettings(slice_mm=1.0, pixel_mm=0.5, recon_center_mm=(0.0, 0.0), recon_fov_mm=(256.0, 256.0),
-                        z_range_mm=(-50.0, 50.0), seed=41, roi_margin_mm=15.0)
-    sim = simulate_postimplant_ct(implant, scan)
+    sim = timing_ct()
     solvers = args.solvers.split(",")
     for s in solvers:
         find_seeds(sim.ct, settings=FinderSettings(fit_solver=s))          # warm-up

@@ -57,7 +57,7 @@ def test_the_whole_patch_starts_it_on_the_boundary_along_its_axis():
     patch = _boundary_patch()
     c_own, _ = patch.moments(z_from_patch=False)
     assert c_own[2] == pytest.approx(1.25)
-    c, u = split._whole_patch_start(patch, APP)
+    c, u = split._whole_patch_start(patch)
     assert np.linalg.norm(c - TRUE_C) < 0.3
     assert abs(float(u @ TRUE_U)) > 0.98
 

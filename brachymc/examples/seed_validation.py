@@ -238,25 +238,33 @@ def expected_count_case(sim, true_d: dict) -> dict:
             "gtv_d90_diff_percent_without_beyond": 100 * (kept_d["gtv_d90_gy"] / true_d["gtv_d90_gy"] - 1)}
 
 
-def timing_case(n_seeds: int = 100, seed: int = 41) -> dict:
-    """The finder on a 512 x 512 x 100 CT (0.5 mm pixels, 1 mm slices) with ``n_seeds`` seeds."""
+def timing_ct(n_seeds: int = 100, seed: int = 41):
+    """The simulated 512 x 512 x 100 CT (0.5 mm pixels, 1 mm slices) with ``n_seeds`` seeds in
+    pairs, chains and clumps that the finder's speed is measured on (also
+    ``benchmarks/bench_seedfinder.py``)."""
     from brachymc.examples.postimplant_ct import ScanSettings, make_implant, simulate_postimplant_ct
-    from brachymc.seedfinder import find_seeds, score_seeds
 
     implant = make_implant(n_seeds, np.random.default_rng(seed), pairs=4, chains=3, clumps=3)
     scan = ScanSettings(slice_mm=1.0, pixel_mm=0.5, recon_center_mm=(0.0, 0.0), recon_fov_mm=(256.0, 256.0),
                         z_range_mm=(-50.0, 50.0), seed=seed, roi_margin_mm=15.0)
+    return simulate_postimplant_ct(implant, scan)
+
+
+def timing_case(n_seeds: int = 100, seed: int = 41) -> dict:
+    """The finder on the timing CT (:func:`timing_ct`)."""
+    from brachymc.seedfinder import find_seeds, score_seeds
+
     t0 = time.perf_counter()
-    sim = simulate_postimplant_ct(implant, scan)
+    sim = timing_ct(n_seeds, seed)
     t_sim = time.perf_counter() - t0
     c0, w0 = time.process_time(), time.perf_counter()
     res = find_seeds(sim.ct)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     sc = score_seeds(sim.seeds_mm, sim.directions, res.positions_mm(), res.directions())
-    out = {"shape_zyx": list(sim.ct.hu.shape), "n_seeds": implant.n_seeds, "wall_s": wall, "cpu_s": cpu,
+    out = {"shape_zyx": list(sim.ct.hu.shape), "n_seeds": sim.implant.n_seeds, "wall_s": wall, "cpu_s": cpu,
            "stages_s": res.timing_s, "cores": os.cpu_count(), "simulation_s": t_sim, "score": sc.as_dict(),
            "load_average": os.getloadavg()[0]}
-    print(f"timing: {sim.ct.hu.shape} with {implant.n_seeds} seeds: {wall:.1f} s wall, {cpu:.1f} s CPU; "
+    print(f"timing: {sim.ct.hu.shape} with {sim.implant.n_seeds} seeds: {wall:.1f} s wall, {cpu:.1f} s CPU; "
           f"found {sc.n_matched}/{sc.n_true}", flush=True)
     return out
 

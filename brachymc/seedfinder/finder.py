@@ -37,8 +37,8 @@ from brachymc.errors import ConfigError
 from brachymc.geometry.ct import CTVolume
 from brachymc.geometry.seed import SeedModel
 from brachymc.seedfinder.appearance import SeedAppearance
-from brachymc.seedfinder.fit import (THICK_SLICE_MM, Patch, SeedFit, amplitude_from_sum, calibrate, fit_seeds,
-                                     principal_axis)
+from brachymc.seedfinder.fit import (FIT_SOLVERS, THICK_SLICE_MM, Patch, SeedFit, amplitude_from_sum, calibrate,
+                                     fit_seeds, principal_axis)
 from brachymc.seedfinder.heights import SHARE_SLICE_MM, refine_heights
 from brachymc.seedfinder.split import (MIN_SPLIT_LOCAL_R2, MIN_SPLIT_RATIO, Split, amplitude_ratios, count_ratio,
                                        score, split_component)
@@ -596,7 +596,7 @@ def _find_seeds(ct: CTVolume, model: str | SeedModel, settings: FinderSettings, 
     src = ct.source or "CT"
     if expected is not None and (not isinstance(expected, (int, np.integer)) or expected < 1):
         raise ConfigError(f"{src}: expected seed count must be a whole number >= 1, got {expected!r}")
-    if settings.fit_solver not in ("compiled", "scipy"):
+    if settings.fit_solver not in FIT_SOLVERS:
         raise ConfigError(f"seed finder settings: fit_solver must be 'compiled' or 'scipy', not {settings.fit_solver!r}")
     if isinstance(model, str):
         try:

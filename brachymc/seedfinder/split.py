@@ -306,7 +306,7 @@ def mirror_tilts(patch: Patch, S: float, app: SeedAppearance, fit: SeedFit, solv
     return best
 
 
-def _whole_patch_start(patch: Patch, app: SeedAppearance) -> tuple[np.ndarray, np.ndarray]:
+def _whole_patch_start(patch: Patch) -> tuple[np.ndarray, np.ndarray]:
     """Centre (mm) of one seed from the excess of the whole patch, blur tails and the slices
     beside the component included (the component's own voxels weigh the moments otherwise,
     :meth:`~brachymc.seedfinder.fit.Patch.moments`), and its axis lying in the slice, along the
@@ -316,7 +316,7 @@ def _whole_patch_start(patch: Patch, app: SeedAppearance) -> tuple[np.ndarray, n
     e = patch.excess
     c = (e @ patch.points) / e.sum()
     d = patch.points[:, :2] - c[:2]
-    w, v = np.linalg.eigh((d * e[:, None]).T @ d / e.sum())
+    v = np.linalg.eigh((d * e[:, None]).T @ d / e.sum())[1]
     return c, np.array([v[0, -1], v[1, -1], 0.0])
 
 
@@ -339,7 +339,7 @@ def fit_k(patch: Patch, S: float, app: SeedAppearance, k: int, rng: np.random.Ge
             starts.append((np.atleast_2d(c), np.atleast_2d(flat / np.linalg.norm(flat))))
         if (THICK_SLICE_MM <= app.slice_mm < SHARE_SLICE_MM and patch.in_component is not None
                 and int(patch.in_component.sum()) < WHOLE_PATCH_START_MAX_VOXELS):
-            start = _whole_patch_start(patch, app)
+            start = _whole_patch_start(patch)
             if np.linalg.norm(start[0] - c) > 0.3 or abs(float(start[1] @ u)) < 0.985:
                 starts.append((np.atleast_2d(start[0]), np.atleast_2d(start[1])))
     else:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,16 @@ def read_reference_csv(path: Path) -> list[dict]:
     with path.open(newline="") as fh:
         lines = [ln for ln in fh if not ln.startswith("#")]
     return list(csv.DictReader(lines))
+
+
+@pytest.fixture(scope="session")
+def ci_demo_run(tmp_path_factory):
+    """``brachymc demo --mode ci`` run once for the session: (output folder, stdout). Read-only for tests."""
+    out = tmp_path_factory.mktemp("demo")
+    proc = subprocess.run([sys.executable, "-m", "brachymc", "demo", "--out", str(out), "--mode", "ci",
+                           "--no-progress", "--backend", "numpy"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout
 
 
 @pytest.fixture(scope="session")

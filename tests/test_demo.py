@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pydicom
@@ -18,12 +16,8 @@ from brachymc.io.dicom_rtstruct import read_rtstruct
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run([sys.executable, "-m", "brachymc", "demo", "--out", str(out), "--mode", "ci",
-                           "--no-progress", "--backend", "numpy"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc.stdout
+def demo_run(ci_demo_run):
+    return ci_demo_run
 
 
 def test_demo_case_reads_back(demo_run):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,13 +65,8 @@ def assert_conforms(path: Path, folder: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo-dicom")
-    proc = subprocess.run([sys.executable, "-m", "brachymc", "demo", "--out", str(out), "--mode", "ci",
-                           "--no-progress", "--backend", "numpy", "--histories", "40000"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+def demo_run(ci_demo_run):
+    return ci_demo_run[0]
 
 
 def test_demo_ct_rtstruct_and_rtplan_conform(demo_run, tmp_path):

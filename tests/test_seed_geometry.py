@@ -6,7 +6,7 @@ from hypothesis import assume, given, settings, strategies as st
 from scipy import stats
 
 from brachymc.errors import ConfigError
-from brachymc.geometry.seed import (SURFACE_EPS, Cone, SeedModel, Solid, Sphere, ActiveRegion, check_seed_model,
+from brachymc.geometry.seed import (SURFACE_EPS, SeedModel, Solid, Sphere, ActiveRegion, check_seed_model,
                                     load_builtin_seed, load_seed_model, ray_invariants, seed_library)
 
 Z = np.array([0.0, 0.0, 1.0])
@@ -222,3 +222,25 @@ def test_active_region_keys_are_checked(tmp_path, library):
     u = tmp_path / "uniform.toml"
     u.write_text(src.replace('solid = "ceramic"\nweight = 1.0', 'solid = "ceramic"\nweight = 1.0\nlaw = "uniform"'))
     assert model_fingerprint(load_seed_model(u, library)) == model_fingerprint(base)
+
+
+@pytest.mark.parametrize("key", sorted(seed_library()))
+def test_locate_is_the_first_solid_whose_inside_holds(key, library):
+    """locate (each solid classified once, subtracted solids shared) == the first solid i in order with
+    inside(i), each inside() evaluated on its own, at points dense near every surface of the model."""
+    model = load_builtin_seed(key, library)
+    zlo, zhi, rs = model.bounds()
+    rng = np.random.default_rng(11)
+    s = model.surfaces
+    zs = np.concatenate([rng.uniform(zlo - 0.01, zhi + 0.01, 20000)]
+                        + [zp + rng.normal(0, 1e-4, 2000) for zp in s["planes"]])
+    rr = np.concatenate([rng.uniform(0, rs + 0.005, zs.size - 2000 * len(s["cylinders"]))]
+                        + [np.abs(r + rng.normal(0, 1e-4, 2000)) for r in s["cylinders"]])
+    rng.shuffle(rr)
+    r2 = rr * rr
+    ref = np.full(zs.shape, -1)
+    for i in range(len(model.solids)):
+        ref = np.where((ref < 0) & model.inside(np, i, zs, r2), i, ref)
+    got = model.locate(np, zs, r2)
+    np.testing.assert_array_equal(got, ref)
+    assert len(np.unique(got)) == len(model.solids) + 1        # every solid and the outside are sampled

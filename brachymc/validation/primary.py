@@ -66,28 +66,47 @@ def primary_kerma(model: SeedModel, points_cm, spectrum: Spectrum, mu_seed: dict
     mu_by_solid = np.array([mu_seed[m] for m in mats] + [np.zeros_like(e)])      # (n_solids + 1, n_lines)
     origin = np.stack([x0, y0, z0], axis=1)
     frac = (np.arange(n_steps) + 0.5) / n_steps
-    out = np.empty((len(points_cm), origin.shape[0]))
-    for k, pt in enumerate(np.asarray(points_cm, float)):
+    n_dec = origin.shape[0]
+    out = np.empty((len(points_cm), n_dec))
+    # decays in chunks of ~64 k march points: the classification's masks then stay in the cache
+    chunk = max(1, _MARCH_POINTS_PER_CHUNK // n_steps)
+    for a in range(0, n_dec, chunk):
+        b = min(a + chunk, n_dec)
+        out[:, a:b] = _march_chunk(model, np.asarray(points_cm, float), origin[a:b], frac, mu_by_solid, mu_medium,
+                                   p * e * muen_medium, (zlo, zhi, rs))
+    return out if per_decay else out.mean(axis=1)
+
+
+_MARCH_POINTS_PER_CHUNK = 1 << 16
+
+
+def _march_chunk(model: SeedModel, points, origin, frac, mu_by_solid, mu_medium, pe_muen, bounds) -> np.ndarray:
+    """Primary kerma (points, decays) from the decays at ``origin`` (n, 3) by ray marching (see primary_kerma)."""
+    zlo, zhi, rs = bounds
+    x0, y0, z0 = origin[:, 0], origin[:, 1], origin[:, 2]
+    n_dec, n_cls, n_steps = origin.shape[0], mu_by_solid.shape[0], frac.size
+    rows = (np.arange(n_dec) * n_cls)[:, None]
+    rho2 = x0 * x0 + y0 * y0
+    out = np.empty((len(points), n_dec))
+    for k, pt in enumerate(points):
         d = pt[None, :] - origin
         dist = np.linalg.norm(d, axis=1)
         u = d / dist[:, None]
         t_exit = np.minimum(_exit_distance(x0, y0, z0, u, rs, zlo, zhi), dist)
         s = t_exit[:, None] * frac[None, :]                                     # (n_decays, n_steps)
-        q = origin[:, None, :] + u[:, None, :] * s[..., None]
-        idx = np.asarray(model.locate(np, q[..., 2], q[..., 0] ** 2 + q[..., 1] ** 2))
-        idx = np.where(idx < 0, len(mats), idx)
-        ds = (t_exit / n_steps)[:, None]
-        tau = np.zeros((origin.shape[0], e.size))
-        inside_len = np.zeros(origin.shape[0])
-        for i in np.unique(idx):
-            length = np.sum(idx == i, axis=1) * ds[:, 0]
-            tau += length[:, None] * mu_by_solid[i][None, :]
-            if i < len(mats):
-                inside_len += length
-        tau += (dist - inside_len)[:, None] * mu_medium[None, :]
+        # the march's points as (z, x^2 + y^2), expanded along the ray: r^2(s) = rho0^2 + 2 s (x0 ux + y0 uy)
+        # + s^2 (ux^2 + uy^2)
+        qz = z0[:, None] + u[:, 2:3] * s
+        r2 = rho2[:, None] + s * (2.0 * (x0 * u[:, 0] + y0 * u[:, 1])[:, None] + s * (1.0 - u[:, 2] ** 2)[:, None])
+        idx = np.asarray(model.locate(np, qz, np.maximum(r2, 0.0)))
+        idx = np.where(idx < 0, n_cls - 1, idx)
+        # steps per decay and solid (the last class: inside the bounding cylinder but in no solid)
+        steps = np.bincount((rows + idx).ravel(), minlength=n_dec * n_cls).reshape(n_dec, n_cls)
+        length = steps * (t_exit / n_steps)[:, None]                           # (n_decays, n_solids + 1)
+        tau = length @ mu_by_solid + (dist - length[:, :-1].sum(axis=1))[:, None] * mu_medium[None, :]
         w = np.exp(-tau) / (4.0 * np.pi * dist[:, None] ** 2)
-        out[k] = np.sum((p * e * muen_medium)[None, :] * w, axis=1)
-    return out if per_decay else out.mean(axis=1)
+        out[k] = np.sum(pe_muen[None, :] * w, axis=1)
+    return out
 
 
 def coefficients_from_tables(model: SeedModel, tables, library, spectrum: Spectrum, medium: str = "water"):

@@ -490,3 +490,18 @@ def test_validation_page_renders_from_its_results():
     assert len(rows) == len(HELD_OUT)
     for r in results["held_out"]:
         assert 0.0 <= r["score"]["detection_rate"] <= 1.0 and "gtv_d90_diff_percent" in r["with_expected"]
+
+
+def test_fewer_found_than_expected_adds_the_seed_the_split_score_favours(sim_5mm):
+    """With the count given and one more seed than found, exactly one cluster gets one seed more:
+    the one where the split's own score rises least (priors.apply_expected_count with the
+    finder's one_more), and every other seed stays where it was."""
+    sim, res0 = sim_5mm
+    res = find_seeds(sim.ct, expected=res0.n_seeds + 1)
+    assert res.n_seeds == res0.n_seeds + 1
+    assert any("1 cluster(s) given one more seed" in n for n in res.notes)
+    grown = [i for i, (a, b) in enumerate(zip(res0.clusters, res.clusters)) if b.n_seeds != a.n_seeds]
+    assert len(grown) == 1 and res.clusters[grown[0]].n_seeds == res0.clusters[grown[0]].n_seeds + 1
+    kept = [s.position_mm for s in res0.seeds if s.cluster != grown[0]]
+    now = [s.position_mm for s in res.seeds if s.cluster != grown[0]]
+    np.testing.assert_allclose(now, kept, atol=1e-9)

@@ -250,6 +250,7 @@ class _Work:
     box: tuple = ()                              # the slices of its box in the CT
     region: tuple = ()                           # (iz, iy, ix) of the patch's voxels in the box
     box_labels: np.ndarray | None = None         # the metal components' voxels in the box
+    background_sd: float = 0.0                   # the uncertainty (log) of S from its background (_recount)
 
 
 def _voxel_mm(ct: CTVolume):
@@ -514,6 +515,7 @@ def _recount(work: list[_Work], single: list[_Work], hu, voxel, origin, levels: 
         if w.kind != "seeds" or id(w) not in second or second[id(w)][0] <= 0:
             continue
         d = 0.5 * abs(float(np.log(w.S * f / second[id(w)][0])))
+        w.background_sd = d
         if len(w.fits) > 1:
             scores = {k: score(fit, w.S, app, background_sd=d) for k, fit in w.fits.items()}
             k = Split(fits=w.fits, scores=scores, min_local_r2=MIN_SPLIT_LOCAL_R2).best()
@@ -663,9 +665,16 @@ def _find_seeds(ct: CTVolume, model: str | SeedModel, settings: FinderSettings, 
                 w.fits[k], w.score[k] = sp.fits[k], sp.scores[k]
             return w.fits[k]
 
-        priors.apply_expected_count(seeds_work, expected, refit,
-                                    lambda w: w.fit.k * count_ratio(w.fit.axes, w.S, app), notes,
-                                    settings.max_seeds_per_cluster)
+        def one_more(w):
+            # what one seed more costs in the split's own score (image fit, count, overlap), with the
+            # background's uncertainty of the recount
+            k = w.fit.k
+            more = refit(w, k + 1)
+            base = w.fits.get(k, w.fit)
+            return (score(more, w.S, app, background_sd=w.background_sd)
+                    - score(base, w.S, app, background_sd=w.background_sd)), more
+
+        priors.apply_expected_count(seeds_work, expected, one_more, notes, settings.max_seeds_per_cluster)
 
     clusters, seeds = [], []
     for w in seeds_work:

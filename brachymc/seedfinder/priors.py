@@ -66,20 +66,28 @@ def flag_beyond_expected(seeds: list[dict], expected: int, notes: list[str]) -> 
         notes.append(f"{n} seeds found, {expected} expected: {expected - n} not found (check the QA figure)")
 
 
-def apply_expected_count(work, expected, refit, count_of, notes, k_max) -> None:
-    """Fewer seeds than expected: give k + 1 seeds to the clusters whose intensity argues most for it
-    (``count_of(w)``: the cluster's summed excess in seeds of its fitted tilts, at least k + 0.25;
-    ``refit(w, k)`` returns the component's k-seed fit), one at a time."""
+def apply_expected_count(work, expected, one_more, notes, k_max) -> None:
+    """Fewer seeds than expected: give one seed more, one at a time, to the cluster where it costs
+    least. ``one_more(w)`` returns (cost, fit): the rise of the split's score (image misfit, the
+    per-seed penalty, the intensity count, overlaps; infinite for a split with a seed of less than
+    half a seed's intensity) from the cluster's k-seed fit to its k + 1-seed fit, and that fit.
+    The score is the one that chose k, so the seed goes where the image and the intensity together
+    argue most for it (ranking by intensity alone put it where bone had raised a cluster's excess,
+    validation page)."""
     total = sum(w.fit.k for w in work)
     added = 0
     while total < expected:
-        cands = [(count_of(w) - w.fit.k, w) for w in work if w.fit.k < k_max]
-        cands = [c for c in cands if c[0] >= 0.25]
+        cands = []
+        for i, w in enumerate(work):
+            if w.fit.k >= k_max:
+                continue
+            cost, fit = one_more(w)
+            if np.isfinite(cost):
+                cands.append((cost, i, w, fit))
         if not cands:
             break
-        _, w = max(cands, key=lambda c: c[0])
-        k = w.fit.k + 1
-        w.fit, w.k = refit(w, k), k
+        _, _, w, fit = min(cands, key=lambda c: (c[0], c[1]))
+        w.fit, w.k = fit, fit.k
         total += 1
         added += 1
     if added:

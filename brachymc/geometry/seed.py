@@ -240,19 +240,20 @@ class SeedModel:
             ok &= r2 + (z - p.z0) ** 2 <= p.radius * p.radius
         return ok
 
-    def inside(self, xp, i: int, z, r2, _memo=None):
-        """Whether points are inside solid i (with ``subtract`` applied).
+    def inside(self, xp, i: int, z, r2):
+        """Whether points are inside solid i (with ``subtract`` applied)."""
+        return self._inside(xp, i, z, r2, None)
 
-        ``_memo`` (solid index -> mask) lets :meth:`locate` evaluate each solid once where several
-        subtract it.
-        """
-        if _memo is not None and i in _memo:
-            return _memo[i]
+    def _inside(self, xp, i: int, z, r2, memo: dict | None):
+        """:meth:`inside`; ``memo`` (solid index -> mask) evaluates each solid once where several
+        subtract it (:meth:`locate`)."""
+        if memo is not None and i in memo:
+            return memo[i]
         ok = self.inside_constraints(xp, i, z, r2)
         for name in self.solids[i].subtract:
-            ok &= ~self.inside(xp, self.solid_index(name), z, r2, _memo)
-        if _memo is not None:
-            _memo[i] = ok
+            ok &= ~self._inside(xp, self.solid_index(name), z, r2, memo)
+        if memo is not None:
+            memo[i] = ok
         return ok
 
     def locate(self, xp, z, r2):
@@ -260,7 +261,7 @@ class SeedModel:
         out = xp.full(z.shape, -1, dtype=xp.int32)
         memo: dict = {}
         for i in range(len(self.solids)):
-            out = xp.where((out < 0) & self.inside(xp, i, z, r2, memo), i, out)
+            out = xp.where((out < 0) & self._inside(xp, i, z, r2, memo), i, out)
         return out
 
     # ---- rays --------------------------------------------------------------------------------------

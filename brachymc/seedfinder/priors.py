@@ -86,7 +86,7 @@ def apply_expected_count(work, expected, one_more, notes, k_max) -> None:
                 cands.append((cost, i, w, fit))
         if not cands:
             break
-        _, _, w, fit = min(cands, key=lambda c: (c[0], c[1]))
+        _, _, w, fit = min(cands, key=lambda c: c[:2])            # ties: the first cluster
         w.fit, w.k = fit, fit.k
         total += 1
         added += 1

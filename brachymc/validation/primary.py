@@ -66,14 +66,14 @@ def primary_kerma(model: SeedModel, points_cm, spectrum: Spectrum, mu_seed: dict
     mu_by_solid = np.array([mu_seed[m] for m in mats] + [np.zeros_like(e)])      # (n_solids + 1, n_lines)
     origin = np.stack([x0, y0, z0], axis=1)
     frac = (np.arange(n_steps) + 0.5) / n_steps
+    points = np.asarray(points_cm, float)
     n_dec = origin.shape[0]
-    out = np.empty((len(points_cm), n_dec))
+    out = np.empty((len(points), n_dec))
     # decays in chunks of ~64 k march points: the classification's masks then stay in the cache
     chunk = max(1, _MARCH_POINTS_PER_CHUNK // n_steps)
     for a in range(0, n_dec, chunk):
-        b = min(a + chunk, n_dec)
-        out[:, a:b] = _march_chunk(model, np.asarray(points_cm, float), origin[a:b], frac, mu_by_solid, mu_medium,
-                                   p * e * muen_medium, (zlo, zhi, rs))
+        out[:, a:a + chunk] = _march_chunk(model, points, origin[a:a + chunk], frac, mu_by_solid, mu_medium,
+                                           p * e * muen_medium, (zlo, zhi, rs))
     return out if per_decay else out.mean(axis=1)
 
 

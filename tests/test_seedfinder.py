@@ -505,3 +505,17 @@ def test_fewer_found_than_expected_adds_the_seed_the_split_score_favours(sim_5mm
     kept = [s.position_mm for s in res0.seeds if s.cluster != grown[0]]
     now = [s.position_mm for s in res.seeds if s.cluster != grown[0]]
     np.testing.assert_allclose(now, kept, atol=1e-9)
+
+
+def test_validation_records_its_environment():
+    """The validation run records the Python and library versions its counts came from (the 5 mm
+    counts move by a seed per scan with them), and the page says which."""
+    from importlib.metadata import version
+
+    from brachymc.examples.seed_validation import _environment_line, environment
+
+    env = environment()
+    assert env["numpy"] == version("numpy") and env["scipy"] == version("scipy")
+    line = _environment_line({"environment": env})[0]
+    assert f"numpy {env['numpy']}" in line and f"Python {env['python']}" in line
+    assert _environment_line({}) == []

@@ -205,3 +205,39 @@ def test_background_uncertainty_only_weakens_the_intensity_count(r, extra, k):
     assert score(fit, S, app, background_sd=extra) <= plain + 1e-9
     if abs(np.log(r)) < 1e-3:
         assert score(fit, S, app, background_sd=extra) == pytest.approx(plain, abs=1e-6)
+
+
+def test_split_never_steps_down_into_a_fit_that_merged_two_seeds():
+    """The weak-seed rule does not lower the count into a fit whose seed carries
+    MAX_STEP_DOWN_AMPLITUDE seeds' intensity or more (two seeds merged into one; on the 5 mm scans
+    1.64-2.09), but still does where the seed below carries less (cortical bone beside a seed on
+    the 2.5 mm screw scan: 1.56 and 1.60). Without the scan's image model nothing is checked."""
+    from brachymc.seedfinder.appearance import SeedAppearance
+    from brachymc.seedfinder.fit import SeedFit
+    from brachymc.seedfinder.split import MAX_STEP_DOWN_AMPLITUDE, MIN_SPLIT_LOCAL_R2, Split, amplitude_ratios
+
+    app = SeedAppearance(model="test", capsule_length_mm=4.5, capsule_diameter_mm=0.8, marker_length_mm=3.0,
+                         length_mm=3.0, sigma_xy_mm=0.55, sigma_z_mm=0.5, amplitude=6000.0, slice_mm=5.0)
+
+    def fit(k, amps, worst=0.95):
+        return SeedFit(centers=np.zeros((k, 3)), axes=np.tile([1.0, 0.0, 0.0], (k, 1)),
+                       amplitudes=6000.0 * np.asarray(amps, float), rss=1.0, n_points=100, r2=0.95,
+                       local_r2=np.array([0.95] * (k - 1) + [worst]), lengths=np.full(k, 3.0))
+
+    weak = MIN_SPLIT_LOCAL_R2 - 0.05
+    merged = fit(1, [MAX_STEP_DOWN_AMPLITUDE + 0.01])
+    assert amplitude_ratios(merged, app)[0] == pytest.approx(MAX_STEP_DOWN_AMPLITUDE + 0.01)
+    # h45's cluster: one seed of 1.92 seeds' intensity below a 2-seed fit with a weak seed -> stays 2
+    assert Split(fits={1: fit(1, [1.92]), 2: fit(2, [1.02, 0.9], weak)}, scores={1: 9.0, 2: 5.0},
+                 appearance=app).best() == 2
+    assert Split(fits={1: merged, 2: fit(2, [1.0, 0.9], weak)}, scores={1: 9.0, 2: 5.0}, appearance=app).best() == 2
+    # the screw scan's bone seed: the seed below carries 1.60 -> lowered as before
+    assert Split(fits={1: fit(1, [1.60]), 2: fit(2, [1.02, 0.86], weak)}, scores={1: 9.0, 2: 5.0},
+                 appearance=app).best() == 1
+    # a walk down stops at the first merged fit: 6 -> 5 (no seed above 1.75), not 5 -> 4 (a seed of 1.99)
+    sp = Split(fits={4: fit(4, [1.4, 1.5, 1.7, 1.99], weak), 5: fit(5, [1.3, 1.7, 1.4, 1.6, 1.2], weak),
+                     6: fit(6, [1.1, 1.3, 1.2, 1.6, 1.4, 1.6], weak)},
+               scores={4: 9.0, 5: 8.0, 6: 5.0}, appearance=app)
+    assert sp.best() == 5
+    # without the image model the rule is the plain weak-seed rule
+    assert Split(fits={1: merged, 2: fit(2, [1.0, 0.9], weak)}, scores={1: 9.0, 2: 5.0}).best() == 1

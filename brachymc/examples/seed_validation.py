@@ -378,6 +378,32 @@ def _missed_by_kind(cases: list) -> str:
         for r in cases)
 
 
+def environment() -> dict:
+    """The Python and library versions of a run. The 5 mm counts depend on them at the level of one
+    seed per scan: marginal choices of a cluster's count flip with floating-point differences (in
+    stop 27 a new environment, NumPy 2.4.6, SciPy 1.17.1, numba 0.68.1, moved the twelve 5 mm
+    scans of this page from 552 found and 34 false to 549 and 36 with the same code)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "machine": platform.machine()}
+    for name in ("numpy", "scipy", "numba", "llvmlite"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _environment_line(results: dict) -> list[str]:
+    env = results.get("environment")
+    if not env:
+        return []
+    libs = ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("python", "machine") and v)
+    return [f"Run with Python {env['python']} ({env['machine']}), {libs}. At 5 mm a scan's counts can move by "
+            "a seed with the library versions (`environment()` in `brachymc.examples.seed_validation`).", ""]
+
+
 def markdown(results: dict) -> str:
     """The validation page (docs/validation/seed_finding.md) from the results."""
     t = TARGETS
@@ -392,7 +418,7 @@ def markdown(results: dict) -> str:
              "needle tracks 5.5-10 mm apart. Matching: one-to-one within 2.5 mm (Hungarian). Dose: TG-43 "
              "(consensus 6711 data, 0.889 U per seed, permanent implant) on a 1 mm grid, found seeds vs true "
              "seeds, all found seeds included (doubtful ones too, as `[plan] file = \"ct\"` does).", "",
-             ] + _results_table(results["cases"])
+             ] + _environment_line(results) + _results_table(results["cases"])
     lines += ["", _missed_by_kind(results["cases"]), ""]
     if all("background_error" in r for r in results["cases"]):
         lines += ["## Background fill against the metal-free image", "",
@@ -590,7 +616,8 @@ def main(argv=None) -> int:
         print(f"wrote {args.md}")
         return 0
     names = set(args.cases.split(",")) if args.cases else None
-    results = {"cases": [run_case(c) for c in CASES if names is None or c.name in names]}
+    results = {"environment": environment(),
+               "cases": [run_case(c) for c in CASES if names is None or c.name in names]}
     if not args.no_held_out:
         results["held_out"] = [run_case(c) for c in HELD_OUT if names is None or c.name in names]
     if args.timing:

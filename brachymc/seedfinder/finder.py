@@ -518,9 +518,9 @@ def _recount(work: list[_Work], single: list[_Work], hu, voxel, origin, levels: 
         w.background_sd = d
         if len(w.fits) > 1:
             scores = {k: score(fit, w.S, app, background_sd=d) for k, fit in w.fits.items()}
-            k = Split(fits=w.fits, scores=scores, min_local_r2=MIN_SPLIT_LOCAL_R2).best()
-            if np.isfinite(scores[k]) and k != Split(fits=w.fits, scores=w.score,
-                                                     min_local_r2=MIN_SPLIT_LOCAL_R2).best():
+            k = Split(fits=w.fits, scores=scores, min_local_r2=MIN_SPLIT_LOCAL_R2, appearance=app).best()
+            if np.isfinite(scores[k]) and k != Split(fits=w.fits, scores=w.score, min_local_r2=MIN_SPLIT_LOCAL_R2,
+                                                     appearance=app).best():
                 w.k, w.fit, w.score = k, w.fits[k], scores
                 q = _amp_ratios(w.fit, app)
                 strong = q >= (settings.faint_fraction if w.fit.k == 1 else MIN_SPLIT_RATIO)

@@ -519,3 +519,20 @@ def test_validation_records_its_environment():
     line = _environment_line({"environment": env})[0]
     assert f"numpy {env['numpy']}" in line and f"Python {env['python']}" in line
     assert _environment_line({}) == []
+
+
+def test_validation_page_says_whether_the_first_case_was_timed_warm():
+    """The validation page's per-case finder times: with a warm-up recorded the page says each time is
+    the finder's own; without one, that the first case includes the numba compilation."""
+    import json
+    from pathlib import Path
+
+    from brachymc.examples.seed_validation import markdown
+
+    results = json.loads((Path(__file__).parents[1] / "docs/validation/seed_finding.json").read_text())
+    results.pop("warm_up_s", None)
+    cold = markdown(results)
+    assert "includes the one-off compilation" in cold
+    results["warm_up_s"] = 7.1
+    warm = markdown(results)
+    assert "warm-up 7.1 s" in warm and "includes the one-off compilation" not in warm

@@ -492,6 +492,21 @@ def test_validation_page_renders_from_its_results():
         assert 0.0 <= r["score"]["detection_rate"] <= 1.0 and "gtv_d90_diff_percent" in r["with_expected"]
 
 
+def test_validation_environment_names_the_processors_vector_instructions():
+    """The finder's kernels are compiled for the processor they run on and marginal 5 mm counts
+    move with it, so a validation run records its vector instructions with the library versions."""
+    from brachymc.examples.seed_validation import _environment_line, environment
+
+    env = environment()
+    assert env["cpu_simd"] in (None, "avx512f", "avx2", "avx", "sse4_2")
+    line = _environment_line({"environment": env})[0]
+    assert "numpy" in line and "processor" in line
+    assert (env["cpu_simd"] or "") in line
+    # results written before the field existed still render
+    old = {k: v for k, v in env.items() if k != "cpu_simd"}
+    assert "None" not in _environment_line({"environment": old})[0]
+
+
 def test_fewer_found_than_expected_adds_the_seed_the_split_score_favours(sim_5mm):
     """With the count given and one more seed than found, exactly one cluster gets one seed more:
     the one where the split's own score rises least (priors.apply_expected_count with the

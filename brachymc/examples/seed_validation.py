@@ -67,6 +67,16 @@ HELD_OUT = (
     Case("5mm-0.9px-40-h51", 5.0, 0.9, 40, 2, 2, 2, seed=51),
     Case("5mm-1.0px-60-h52", 5.0, 1.0, 60, 3, 2, 2, seed=52),
     Case("5mm-0.7px-50-h53", 5.0, 0.7, 50, 3, 2, 2, seed=53),
+    # made in stop 31 and first run with the finder unchanged since stop 27; one variant of the
+    # split score (not adopted) was then run on them and informed nothing else
+    Case("5mm-0.8px-50-h69", 5.0, 0.8, 50, 3, 2, 2, seed=69),
+    Case("5mm-0.9px-60-h70", 5.0, 0.9, 60, 3, 2, 2, seed=70),
+    Case("5mm-1.0px-50-h71", 5.0, 1.0, 50, 3, 2, 2, seed=71),
+    Case("5mm-0.7px-40-h72", 5.0, 0.7, 40, 2, 2, 2, seed=72),
+    Case("5mm-0.8px-60-h73", 5.0, 0.8, 60, 3, 2, 2, seed=73),
+    Case("5mm-0.9px-40-h74", 5.0, 0.9, 40, 2, 2, 2, seed=74),
+    Case("2.5mm-0.8px-70-h75", 2.5, 0.8, 70, 3, 2, 2, seed=75),
+    Case("2.5mm-1.0px-90-h76", 2.5, 1.0, 90, 4, 3, 3, seed=76),
 )
 
 
@@ -397,7 +407,7 @@ def environment() -> dict:
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version(), "machine": platform.machine()}
+    out = {"python": platform.python_version(), "machine": platform.machine(), "cpu_simd": _cpu_simd()}
     for name in ("numpy", "scipy", "numba", "llvmlite"):
         try:
             out[name] = version(name)
@@ -406,13 +416,28 @@ def environment() -> dict:
     return out
 
 
+def _cpu_simd() -> str | None:
+    """The widest vector instruction set the processor offers (``avx512f``, ``avx2``, ``avx``,
+    ``sse4_2``), read from ``/proc/cpuinfo``; None where that cannot be read. numba compiles the
+    finder's kernels for the processor it runs on, so sums can round differently on another one."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return None
+    return next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), None)
+
+
 def _environment_line(results: dict) -> list[str]:
     env = results.get("environment")
     if not env:
         return []
-    libs = ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("python", "machine") and v)
-    return [f"Run with Python {env['python']} ({env['machine']}), {libs}. At 5 mm a scan's counts can move by "
-            "a seed with the library versions (`environment()` in `brachymc.examples.seed_validation`).", ""]
+    libs = ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("python", "machine", "cpu_simd") and v)
+    cpu = f", {env['cpu_simd']}" if env.get("cpu_simd") else ""
+    return [f"Run with Python {env['python']} ({env['machine']}{cpu}), {libs}. At 5 mm a scan's counts can move "
+            "by a seed with the library versions and the processor (`environment()` in "
+            "`brachymc.examples.seed_validation`; in stop 31 the same code and libraries on a processor with AVX2 and "
+            "no AVX-512 found 831 of the 920 seeds of eighteen 5 mm scans, against 827 in stop 30).", ""]
 
 
 def markdown(results: dict) -> str:
@@ -523,7 +548,8 @@ def markdown(results: dict) -> str:
                   "trust-region loop was compiled (the same algorithm; the paths part only where a fit's Jacobian "
                   "turns singular): that moved h43 from 43 to 42 found and h52 from 51 to 52 (one false seed more), "
                   "and no other count; the start of single seeds from their whole patch (2-4 mm slices only) "
-                  "changed nothing on h44 and h46. "
+                  "changed nothing on h44 and h46. h69-h76 were made in stop 31 and first run with the finder "
+                  "unchanged since stop 27 (one variant of the split score was then run on them, not adopted). "
                   "These numbers are the better guide to a new scan than the cases above.",
                   ""] + _results_table(held, with_expected=True)
         lines += ["", _missed_by_kind(held), ""]
@@ -581,14 +607,34 @@ def markdown(results: dict) -> str:
             if n in by_name]
     thin_d90 = ("and so does" if all(abs(v) <= t["gtv_d90_percent"] for v in thin) else "but not always") + \
         " the GTV D90 (" + ", ".join(f"{v:+.2f} %" for v in thin)
+
+    def thin_ok(r):
+        sc = r["score"]
+        return (sc["detection_rate"] >= t["detection_thin"] and sc["false_positive_rate"] <= t["fp"]
+                and sc["rms_inplane_mm"] <= 0.5 and sc["rms_axial_mm"] <= 1.0 and sc["axis_median_deg"] <= 10.0)
+
+    thin_cases = [r for r in results["cases"] if r["case"]["slice_mm"] == 2.5]
+    n_ok = sum(thin_ok(r) for r in thin_cases)
+    thin_met = "on every scan" if n_ok == len(thin_cases) else f"on {n_ok} of the {len(thin_cases)} scans"
+    thin_held = [r for r in results.get("held_out", []) if r["case"]["slice_mm"] == 2.5]
+    held_line = ""
+    if thin_held:
+        n_miss = sum(not thin_ok(r) for r in thin_held)
+        held_line = (" The held-out 2.5 mm scans: " + "; ".join(
+            f"{r['case']['name']} {r['score']['n_matched']}/{r['score']['n_true']} found, "
+            f"{r['score']['n_found'] - r['score']['n_matched']} false" for r in thin_held)
+            + (f". {n_miss} of them miss{'es' if n_miss == 1 else ''} a target: "
+               "beside bone that fills a seed's slice but not the slices next to it the background fill takes "
+               "soft tissue under the seed, and the bone is counted as one seed more (method page, stop 31)."
+               if n_miss else "."))
     lines += ["", "## Reading the results", "",
               "* 1 mm slices: every target is reached. The background filled in along lines whose ends agree "
               "(the bone's level on the bone's side of a seed, soft tissue's on the other) keeps the cortical "
               "bone next to a seed out of its count; with the first finder's block-median background such "
               "clusters split into one seed too many. Each false or missed seed changes the GTV D90 by about "
               "100 / n %, so the dose target (1 %) needs the count exactly right.",
-              "* 2.5 mm slices: detection (>= 99 %), false positives (none), positions and the median axis error "
-              f"meet the targets on every scan, {thin_d90} on the 60-seed, "
+              "* 2.5 mm slices: detection (>= 99 %), false positives (<= 1 %), positions and the median axis error "
+              f"meet the targets {thin_met}, {thin_d90} on the 60-seed, "
               "100-seed and screw scans). The axes come from the needle tracks, found one "
               "straight line at a time (parallel needles a few mm apart stay separate tracks), from refitting each "
               "tilted seed from its mirror image in z, and, for a single seed in 2-4 mm slices, from a second start"
@@ -605,7 +651,8 @@ def markdown(results: dict) -> str:
               "each slice, and its component held one voxel above the candidate level, whose moments gave the fit"
               " no axis (it ended upright, R^2 0.41, not seed-like). A single seed whose component holds fewer "
               "than 4 such voxels is now also started from its whole patch, lying in the slice (method, step 9):"
-              " 100/100 found, D90 -0.22 %, and no other 2.5 mm scan changed, the held-out ones included.",
+              " 100/100 found, D90 -0.22 %, and no other 2.5 mm scan changed, the held-out ones included."
+              + held_line,
               "* 5 mm slices: the targets are not reached. Seeds lying in the slice are 2-3 x fainter than seeds "
               "along z (non-linear partial volume) and their z is known only to the flat top of the slice profile "
               "(a uniform error over +-1.9 mm has an RMS of 1.1 mm): a seed lying in the slice takes its height "

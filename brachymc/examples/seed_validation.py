@@ -623,9 +623,10 @@ def markdown(results: dict) -> str:
         held_line = (" The held-out 2.5 mm scans: " + "; ".join(
             f"{r['case']['name']} {r['score']['n_matched']}/{r['score']['n_true']} found, "
             f"{r['score']['n_found'] - r['score']['n_matched']} false" for r in thin_held)
-            + (f". {n_miss} of them miss{'es' if n_miss == 1 else ''} a target: "
-               "beside bone that fills a seed's slice but not the slices next to it the background fill takes "
-               "soft tissue under the seed, and the bone is counted as one seed more (method page, stop 31)."
+            + (f". {n_miss} of them miss{'es' if n_miss == 1 else ''} a target. Each false seed examined there "
+               "is bone beside a seed, bone that fills the seed's slice but not the slices next to it: the "
+               "background fill takes soft tissue under the seed and the bone counts as one seed more (method "
+               "page, stop 31)."
                if n_miss else "."))
     lines += ["", "## Reading the results", "",
               "* 1 mm slices: every target is reached. The background filled in along lines whose ends agree "

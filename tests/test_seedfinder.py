@@ -492,21 +492,6 @@ def test_validation_page_renders_from_its_results():
         assert 0.0 <= r["score"]["detection_rate"] <= 1.0 and "gtv_d90_diff_percent" in r["with_expected"]
 
 
-def test_validation_environment_names_the_processors_vector_instructions():
-    """The finder's kernels are compiled for the processor they run on and marginal 5 mm counts
-    move with it, so a validation run records its vector instructions with the library versions."""
-    from brachymc.examples.seed_validation import _environment_line, environment
-
-    env = environment()
-    assert env["cpu_simd"] in (None, "avx512f", "avx2", "avx", "sse4_2")
-    line = _environment_line({"environment": env})[0]
-    assert "numpy" in line and "processor" in line
-    assert (env["cpu_simd"] or "") in line
-    # results written before the field existed still render
-    old = {k: v for k, v in env.items() if k != "cpu_simd"}
-    assert "None" not in _environment_line({"environment": old})[0]
-
-
 def test_fewer_found_than_expected_adds_the_seed_the_split_score_favours(sim_5mm):
     """With the count given and one more seed than found, exactly one cluster gets one seed more:
     the one where the split's own score rises least (priors.apply_expected_count with the
@@ -534,8 +519,9 @@ def test_fewer_found_than_expected_adds_the_seed_the_split_score_favours(sim_5mm
 
 
 def test_validation_records_its_environment():
-    """The validation run records the Python and library versions its counts came from (the 5 mm
-    counts move by a seed per scan with them), and the page says which."""
+    """The validation run records the Python and library versions and the processor's vector
+    instructions its counts came from (numba compiles the finder's kernels for the processor; the
+    5 mm counts move by a seed per scan with either), and the page says which."""
     from importlib.metadata import version
 
     from brachymc.examples.seed_validation import _environment_line, environment
@@ -544,7 +530,11 @@ def test_validation_records_its_environment():
     assert env["numpy"] == version("numpy") and env["scipy"] == version("scipy")
     line = _environment_line({"environment": env})[0]
     assert f"numpy {env['numpy']}" in line and f"Python {env['python']}" in line
+    assert env["cpu_simd"] in (None, "avx512f", "avx2", "avx", "sse4_2") and (env["cpu_simd"] or "") in line
     assert _environment_line({}) == []
+    # results written before the processor was recorded still render, without it
+    old = {k: v for k, v in env.items() if k != "cpu_simd"}
+    assert "None" not in _environment_line({"environment": old})[0]
 
 
 def test_validation_page_says_whether_the_first_case_was_timed_warm():

@@ -26,6 +26,8 @@ seed is symmetric, the sign carries no meaning).
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from dataclasses import dataclass, field, replace
 
@@ -36,6 +38,7 @@ from threadpoolctl import threadpool_limits
 from brachymc.errors import ConfigError
 from brachymc.geometry.ct import CTVolume
 from brachymc.geometry.seed import SeedModel
+from brachymc.seedfinder._threads import thread_map
 from brachymc.seedfinder.appearance import SeedAppearance
 from brachymc.seedfinder.fit import (FIT_SOLVERS, THICK_SLICE_MM, Patch, SeedFit, amplitude_from_sum, calibrate,
                                      fit_seeds, principal_axis)
@@ -63,7 +66,10 @@ class FinderSettings:
     seeds farther than this outside the ROI are doubtful; ``calibration_seeds``: the most
     isolated seeds used to calibrate the image model; ``fit_solver``: ``"compiled"`` (the fits'
     loop in numba) or ``"scipy"`` (the same algorithm through ``scipy.optimize.least_squares``,
-    the reference; :func:`~brachymc.seedfinder.fit.fit_seeds`).
+    the reference; :func:`~brachymc.seedfinder.fit.fit_seeds`); ``random_seed``: the run seed
+    of the fits' random starts (each component draws from its own stream, :func:`component_rng`);
+    ``workers``: threads that fit components at the same time (``None``: up to 2, as many as
+    the machine has cores); the seeds found do not depend on it.
     """
 
     core_excess_hu: float = 1800.0
@@ -76,6 +82,7 @@ class FinderSettings:
     calibration_seeds: int = 25
     random_seed: int = 0
     fit_solver: str = "compiled"
+    workers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -251,6 +258,27 @@ class _Work:
     region: tuple = ()                           # (iz, iy, ix) of the patch's voxels in the box
     box_labels: np.ndarray | None = None         # the metal components' voxels in the box
     background_sd: float = 0.0                   # the uncertainty (log) of S from its background (_recount)
+    rng: np.random.Generator | None = None       # its own stream of random starts (component_rng)
+
+
+def component_rng(hu_values: np.ndarray, random_seed: int) -> np.random.Generator:
+    """The random stream of one component's fits, keyed by the run seed and by the component's
+    own voxel values (sorted, to 0.01 HU): the same component gets the same random starts
+    wherever it lies in the CT, in whatever order the components are fitted, whatever other
+    metal the scan holds and in whichever thread it is fitted. With one stream shared by all
+    components (until stop 32) a change of one cluster's fit moved the starts of every cluster
+    fitted after it, and counts elsewhere flipped."""
+    q = np.sort(np.round(np.asarray(hu_values, np.float64) * 100.0).astype(np.int64))
+    key = int.from_bytes(hashlib.blake2b(q.tobytes(), digest_size=8).digest(), "little")
+    return np.random.default_rng([int(random_seed), key])
+
+
+def _workers(settings: FinderSettings) -> int:
+    if settings.workers is not None:
+        if not isinstance(settings.workers, (int, np.integer)) or settings.workers < 1:
+            raise ConfigError(f"seed finder settings: workers must be a whole number >= 1, not {settings.workers!r}")
+        return int(settings.workers)
+    return max(1, min(2, os.cpu_count() or 1))
 
 
 def _voxel_mm(ct: CTVolume):
@@ -583,7 +611,10 @@ def find_seeds(ct: CTVolume, model: str | SeedModel = "oncoseed_6711", settings:
     and 33 with one). The fits' matrices are small (a few thousand voxels by 7 k parameters), so the threads
     gained no time: run alternately on 2 cores, 100 seeds in 512 x 512 x 100 took 10.1-13.6 s wall
     with one thread and 10.3-16.1 s with two, and 10-13 s of CPU against 17-25 s
-    (docs/benchmarks.md).
+    (docs/benchmarks.md). Parallel work is instead one level up: ``settings.workers`` threads
+    fit different components at the same time (:mod:`~brachymc.seedfinder._threads`), each
+    component with its own random stream (:func:`component_rng`), so the seeds do not depend on
+    the number of threads either.
     """
     with threadpool_limits(limits=1, user_api="blas"):
         return _find_seeds(ct, model, settings, expected, roi_mask, roi_name, library)
@@ -600,6 +631,7 @@ def _find_seeds(ct: CTVolume, model: str | SeedModel, settings: FinderSettings, 
         raise ConfigError(f"{src}: expected seed count must be a whole number >= 1, got {expected!r}")
     if settings.fit_solver not in FIT_SOLVERS:
         raise ConfigError(f"seed finder settings: fit_solver must be 'compiled' or 'scipy', not {settings.fit_solver!r}")
+    n_workers = _workers(settings)
     if isinstance(model, str):
         try:
             from brachymc.geometry.seed import load_seed_model, seed_library
@@ -643,14 +675,15 @@ def _find_seeds(ct: CTVolume, model: str | SeedModel, settings: FinderSettings, 
         app = replace(app, unit_knots=(s1,) * 4)
     timing["calibrate"] = time.perf_counter() - t0 - timing["segment"]
 
-    rng = np.random.default_rng(settings.random_seed)
     notes: list[str] = []
     weakest = _weakest_seed_peak(app, voxel)
     coreless_ok = weakest < 1.25 * settings.core_excess_hu
     if len(single) < 3:
         notes.append(f"only {len(single)} isolated seed(s) to calibrate the image model: defaults from the voxel size used")
     for w in work:
-        _judge(w, app, s1, settings, hu, voxel, levels, coreless_ok, weakest, rng, vv)
+        w.rng = component_rng(w.patch.hu[w.patch.in_component], settings.random_seed)
+    thread_map(lambda w: _judge(w, app, s1, settings, hu, voxel, levels, coreless_ok, weakest, w.rng, vv),
+               work, n_workers, cost=lambda w: len(w.patch.hu))
     if app.slice_mm >= RECOUNT_SLICE_MM:
         _recount(work, single, hu, voxel, origin, levels, settings, app)
     timing["fit"] = time.perf_counter() - t0 - timing["segment"] - timing["calibrate"]
@@ -658,7 +691,7 @@ def _find_seeds(ct: CTVolume, model: str | SeedModel, settings: FinderSettings, 
     seeds_work = [w for w in work if w.kind == "seeds"]
     if expected is not None:
         def refit(w, k):
-            sp = split_component(w.patch, w.S, app, [k], k, rng, vv, centroid=w.centroid, cov=w.cov,
+            sp = split_component(w.patch, w.S, app, [k], k, w.rng, vv, centroid=w.centroid, cov=w.cov,
                                  solver=settings.fit_solver) \
                 if k not in w.fits else None
             if sp is not None:

@@ -117,14 +117,19 @@ def find_components(hu: np.ndarray, voxel_mm, levels: ScanLevels, core_excess_hu
     core = np.zeros(hu.shape, bool)
     c_idx = idx[excess > core_excess_hu]
     core[c_idx[:, 0], c_idx[:, 1], c_idx[:, 2]] = True
-    lab, n = ndimage.label(cand, structure=STRUCT26)
+    # labelled within the candidates' bounding box (the same components, without a pass over
+    # the whole CT)
+    lo, hi = idx.min(0), idx.max(0) + 1
+    crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    lab, n = ndimage.label(cand[crop], structure=STRUCT26)
     out: list[Component] = []
     rejected = 0
     voxel_volume = dx * dy * dz
-    for i, sl in enumerate(ndimage.find_objects(lab), 1):
-        if sl is None:
+    for i, csl in enumerate(ndimage.find_objects(lab), 1):
+        if csl is None:
             continue
-        m = lab[sl] == i
+        m = lab[csl] == i
+        sl = tuple(slice(c.start + int(a), c.stop + int(a)) for c, a in zip(csl, lo))
         cm = core[sl] & m
         if cm.any():
             # keep the candidates within grow_mm of a core voxel
@@ -225,20 +230,22 @@ def inpainted_background(box_hu: np.ndarray, hole: np.ndarray, voxel_mm, noise_h
     out, spread = directional_fill(img, np.ascontiguousarray(hole), dirs, float(noise_hu))
     bad = np.isnan(out)
     if bad.any():
-        out[bad] = harmonic_fill(img, hole)[bad]
+        out[bad] = harmonic_fill(img, hole, slices=np.flatnonzero(bad.any(axis=(1, 2))))[bad]
         spread[bad] = float(noise_hu)
     return (out, spread) if with_spread else out
 
 
-def harmonic_fill(box_hu: np.ndarray, hole: np.ndarray) -> np.ndarray:
+def harmonic_fill(box_hu: np.ndarray, hole: np.ndarray, slices=None) -> np.ndarray:
     """The image with ``hole`` filled slice by slice by harmonic interpolation (Laplace's equation,
-    the surrounding voxels as boundary values, no flux through the box's edges)."""
+    the surrounding voxels as boundary values, no flux through the box's edges); with ``slices``
+    (indices) only those slices are filled, the others returned as they are (each slice is solved
+    on its own, so a slice's fill does not depend on which others are filled)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.linalg import spsolve
 
     out = np.array(box_hu, dtype=np.float64)
     nz, ny, nx = out.shape
-    for k in range(nz):
+    for k in (range(nz) if slices is None else slices):
         h = hole[k]
         n = int(h.sum())
         if n == 0:

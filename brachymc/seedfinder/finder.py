@@ -273,7 +273,9 @@ def component_rng(hu_values: np.ndarray, random_seed: int) -> np.random.Generato
     return np.random.default_rng([int(random_seed), key])
 
 
-def _workers(settings: FinderSettings) -> int:
+def resolved_workers(settings: FinderSettings) -> int:
+    """The threads :func:`find_seeds` fits components on with ``settings`` (``workers``, or by
+    default up to 2, as many as the machine has cores). Raises ConfigError for a bad count."""
     if settings.workers is not None:
         if not isinstance(settings.workers, (int, np.integer)) or settings.workers < 1:
             raise ConfigError(f"seed finder settings: workers must be a whole number >= 1, not {settings.workers!r}")
@@ -631,7 +633,7 @@ def _find_seeds(ct: CTVolume, model: str | SeedModel, settings: FinderSettings, 
         raise ConfigError(f"{src}: expected seed count must be a whole number >= 1, got {expected!r}")
     if settings.fit_solver not in FIT_SOLVERS:
         raise ConfigError(f"seed finder settings: fit_solver must be 'compiled' or 'scipy', not {settings.fit_solver!r}")
-    n_workers = _workers(settings)
+    n_workers = resolved_workers(settings)
     if isinstance(model, str):
         try:
             from brachymc.geometry.seed import load_seed_model, seed_library

@@ -260,16 +260,10 @@ def timing_ct(n_seeds: int = 100, seed: int = 41):
     return simulate_postimplant_ct(implant, scan)
 
 
-def finder_threads() -> int:
-    """The threads :func:`~brachymc.seedfinder.find_seeds` fits components on here by default."""
-    from brachymc.seedfinder.finder import FinderSettings, resolved_workers
-
-    return resolved_workers(FinderSettings())
-
-
 def timing_case(n_seeds: int = 100, seed: int = 41) -> dict:
     """The finder on the timing CT (:func:`timing_ct`)."""
-    from brachymc.seedfinder import find_seeds, score_seeds
+    from brachymc.seedfinder import FinderSettings, find_seeds, score_seeds
+    from brachymc.seedfinder.finder import resolved_workers
 
     t0 = time.perf_counter()
     sim = timing_ct(n_seeds, seed)
@@ -280,7 +274,7 @@ def timing_case(n_seeds: int = 100, seed: int = 41) -> dict:
     sc = score_seeds(sim.seeds_mm, sim.directions, res.positions_mm(), res.directions())
     out = {"shape_zyx": list(sim.ct.hu.shape), "n_seeds": sim.implant.n_seeds, "wall_s": wall, "cpu_s": cpu,
            "stages_s": res.timing_s, "cores": os.cpu_count(), "simulation_s": t_sim, "score": sc.as_dict(),
-           "load_average": os.getloadavg()[0], "threads": finder_threads()}
+           "load_average": os.getloadavg()[0], "threads": resolved_workers(FinderSettings())}
     print(f"timing: {sim.ct.hu.shape} with {sim.implant.n_seeds} seeds: {wall:.1f} s wall, {cpu:.1f} s CPU; "
           f"found {sc.n_matched}/{sc.n_true}", flush=True)
     return out

@@ -28,9 +28,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Physics tables are cached in a per-session folder, never in the user's home."""
+    """Physics tables, S_K and compiled kernels are cached in a per-run folder, never in the user's home.
+
+    Under pytest-xdist (``.ci/run`` runs the suite on every core) the workers share one folder:
+    each cache entry is written to a temporary file and moved into place (``brachymc.files``,
+    ``kernel_build``), so concurrent writers agree, and a table or kernel is built once per run."""
     old = os.environ.get("BRACHYMC_CACHE_DIR")
-    os.environ["BRACHYMC_CACHE_DIR"] = str(tmp_path_factory.mktemp("physics-cache"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.getbasetemp().parent / "physics-cache"
+        folder.mkdir(exist_ok=True)
+    else:
+        folder = tmp_path_factory.mktemp("physics-cache")
+    os.environ["BRACHYMC_CACHE_DIR"] = str(folder)
     yield
     if old is None:
         os.environ.pop("BRACHYMC_CACHE_DIR", None)

@@ -1,7 +1,8 @@
 """The compiled fit (:mod:`brachymc.seedfinder._trf`) against its reference, SciPy's
 ``least_squares(method="trf")`` on the same residuals (``fit_seeds(..., solver="scipy")``).
 
-The compiled loop is the same algorithm: on a well-conditioned fit both take the same steps, so
+The compiled loop is the same algorithm (for fits of 8 or more seeds with the subproblem decomposed from
+the normal matrix instead of the SVD): on a well-conditioned fit both take the same steps, so
 they end at the same point to rounding. (Where the Jacobian turns singular, a seed's length
 pinned at its bound, the two LAPACK calls round its null direction differently and the paths may
 part; the finder's validation totals are then measured anew, docs/seed_finding.md.)"""
@@ -86,3 +87,52 @@ def test_unknown_solver_is_refused():
     patch = _patch(np.zeros((1, 3)), np.array([[1.0, 0.0, 0.0]]), None, np.random.default_rng(0))
     with pytest.raises(ValueError, match="solver"):
         fit_seeds(patch, APP, np.zeros((1, 3)), [[1.0, 0.0, 0.0]], [APP.amplitude], solver="lm")
+
+
+def test_normal_decomposition_equals_the_svd():
+    """The normal route (fits of NORMAL_MIN_SEEDS or more seeds) gives the trust-region subproblem
+    the SVD's singular values, right singular vectors (to their sign) and s * U^T f."""
+    from brachymc.seedfinder._trf import _normal_decomposition
+
+    rng = np.random.default_rng(11)
+    m, n = 400, 56
+    J = rng.normal(size=(m, n)) * (rng.random((m, n)) < 0.12)       # sparse, as a k-seed Jacobian
+    J[np.arange(n), np.arange(n)] += 1.0                              # and of full rank
+    f = rng.normal(size=m)
+    s, V, suf = _normal_decomposition(J, J.T @ f)
+    U, s_ref, Vt = np.linalg.svd(J, full_matrices=False)
+    assert s == pytest.approx(s_ref, rel=1e-10)
+    assert np.abs(np.sum(V * Vt.T, axis=0)) == pytest.approx(1.0, abs=1e-8)
+    sign = np.sign(np.sum(V * Vt.T, axis=0))
+    assert suf * sign == pytest.approx(s_ref * (U.T @ f), rel=1e-8, abs=1e-10 * np.abs(s_ref * (U.T @ f)).max())
+
+
+def test_a_chain_of_eight_seeds_ends_where_scipy_does():
+    """A fit of 8 seeds takes the normal route (``_trf.NORMAL_MIN_SEEDS``) and ends where SciPy's
+    least_squares does, and at the seeds."""
+    from brachymc.seedfinder import _trf
+
+    rng = np.random.default_rng(8)
+    k = 8
+    assert k >= _trf.NORMAL_MIN_SEEDS
+    centers = np.column_stack([(np.arange(k) - 3.5) * 5.0, rng.normal(0.0, 0.5, k), rng.normal(0.0, 0.4, k)])
+    axes = np.column_stack([np.ones(k), rng.normal(0.0, 0.15, k), rng.normal(0.0, 0.3, k)])
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    xs, ys, zs = np.arange(-32, 33) * 0.7, np.arange(-8, 9) * 0.7, np.arange(-3, 4) * 1.25
+    X, Y, Z = np.meshgrid(xs, ys, zs, indexing="ij")
+    pts = np.column_stack([X.ravel(), Y.ravel(), Z.ravel()])
+    img = seed_images(pts, centers, axes, np.full(k, APP.amplitude), APP.length_mm, SIG, APP.z_offsets()).sum(axis=0)
+    hu = 40.0 + img + rng.normal(0.0, 20.0, len(pts))
+    keep = img > 0.02 * img.max()
+    patch = Patch(points=pts[keep], hu=hu[keep], background=np.full(keep.sum(), 40.0), clip=None, noise_hu=20.0,
+                  in_component=img[keep] > 0.3 * img.max())
+    c0 = centers + rng.normal(0.0, 0.4, centers.shape)
+    u0 = axes + rng.normal(0.0, 0.15, axes.shape)
+    a0 = np.full(k, 0.8 * APP.amplitude)
+    ref, _ = fit_seeds(patch, APP, c0, u0, a0, solver="scipy")
+    got, _ = fit_seeds(patch, APP, c0, u0, a0)
+    assert got.centers == pytest.approx(ref.centers, abs=1e-6)
+    assert np.abs(np.sum(got.axes * ref.axes, axis=1)) == pytest.approx(1.0, abs=1e-8)
+    assert got.amplitudes == pytest.approx(ref.amplitudes, rel=1e-6)
+    assert got.rss == pytest.approx(ref.rss, rel=1e-8)
+    assert np.all(np.linalg.norm(got.centers - centers, axis=1) < 0.3)

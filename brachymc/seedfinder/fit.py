@@ -251,7 +251,7 @@ def fit_seeds(patch: Patch, app: SeedAppearance, centers0, axes0, amps0, free_sh
             CENTER_REACH_MM, float(LOG_AMP_RANGE[0]), float(LOG_AMP_RANGE[1]), float(len_range[0]),
             float(len_range[1]), prior_sd, use_amp_prior,
             np.ascontiguousarray(amp_expected, dtype=np.float64) if use_amp_prior else np.ones(k),
-            float(amp_sd), int(max_nfev), 1e-5, 1e-5, 1e-8)[0]
+            float(amp_sd), int(max_nfev), 1e-5, 1e-5, 1e-8, k >= _trf.NORMAL_MIN_SEEDS)[0]
     c, u, amp, length, sig = unpack(x_fit)[:5]
     r = data_resid(x_fit)
     rss = float(r @ r)

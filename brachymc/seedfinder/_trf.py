@@ -159,13 +159,19 @@ def _phi(alpha, suf, s, Delta):
 
 @njit(cache=True, nogil=True)
 def _solve_trust_region(n, m, uf, s, V, Delta, initial_alpha):
-    """SciPy's ``solve_lsq_trust_region`` (rtol 0.01, at most 10 iterations)."""
-    suf = s * uf
+    """SciPy's ``solve_lsq_trust_region`` (rtol 0.01, at most 10 iterations), from the SVD's U^T f."""
+    return _trust_region_step(n, m, s * uf, s, V, Delta, initial_alpha, uf / s)
+
+
+@njit(cache=True, nogil=True)
+def _trust_region_step(n, m, suf, s, V, Delta, initial_alpha, gn):
+    """The subproblem's step given suf = s * (U^T f) and gn = (U^T f) / s (the Gauss-Newton step
+    is -V gn where the Jacobian has full rank; gn is not used otherwise)."""
     full_rank = False
     if m >= n:
         full_rank = s[-1] > _EPS * m * s[0]
     if full_rank:
-        p = -V @ (uf / s)
+        p = -V @ gn
         if _norm(p) <= Delta:
             return p, 0.0
     alpha_upper = _norm(suf) / Delta
@@ -245,36 +251,7 @@ def _normal_decomposition(J_h, g_h):
 @njit(cache=True, nogil=True)
 def _solve_trust_region_suf(n, m, suf, s, V, Delta, initial_alpha):
     """:func:`_solve_trust_region` given suf = s * (U^T f) instead of U^T f (the normal route)."""
-    full_rank = False
-    if m >= n:
-        full_rank = s[-1] > _EPS * m * s[0]
-    if full_rank:
-        p = -V @ (suf / (s * s))
-        if _norm(p) <= Delta:
-            return p, 0.0
-    alpha_upper = _norm(suf) / Delta
-    alpha_lower = 0.0
-    if full_rank:
-        phi, phi_prime = _phi(0.0, suf, s, Delta)
-        alpha_lower = -phi / phi_prime
-    if not full_rank and initial_alpha == 0:
-        alpha = max(0.001 * alpha_upper, (alpha_lower * alpha_upper) ** 0.5)
-    else:
-        alpha = initial_alpha
-    for _ in range(10):
-        if alpha < alpha_lower or alpha > alpha_upper:
-            alpha = max(0.001 * alpha_upper, (alpha_lower * alpha_upper) ** 0.5)
-        phi, phi_prime = _phi(alpha, suf, s, Delta)
-        if phi < 0:
-            alpha_upper = alpha
-        ratio = phi / phi_prime
-        alpha_lower = max(alpha_lower, alpha - ratio)
-        alpha -= (phi + Delta) * ratio / Delta
-        if abs(phi) < 0.01 * Delta:
-            break
-    p = -V @ (suf / (s ** 2 + alpha))
-    p *= Delta / _norm(p)
-    return p, alpha
+    return _trust_region_step(n, m, suf, s, V, Delta, initial_alpha, suf / (s * s))
 
 
 @njit(cache=True, nogil=True)

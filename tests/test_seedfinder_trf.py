@@ -29,10 +29,11 @@ CASES = {
 }
 
 
-def _patch(centers, axes, clip, rng):
-    xs = np.arange(-8, 9) * 0.7
+def _patch(centers, axes, clip, rng, half_x=8):
+    xs = np.arange(-half_x, half_x + 1) * 0.7
+    ys = np.arange(-8, 9) * 0.7
     zs = np.arange(-3, 4) * 1.25
-    X, Y, Z = np.meshgrid(xs, xs, zs, indexing="ij")
+    X, Y, Z = np.meshgrid(xs, ys, zs, indexing="ij")
     pts = np.column_stack([X.ravel(), Y.ravel(), Z.ravel()])
     img = seed_images(pts, centers, axes, np.full(len(centers), APP.amplitude), APP.length_mm, SIG,
                       APP.z_offsets()).sum(axis=0)
@@ -44,6 +45,23 @@ def _patch(centers, axes, clip, rng):
                  in_component=img[keep] > 0.3 * img.max())
 
 
+def _fit_both(patch, centers, axes, rng):
+    """(SciPy's fit, the compiled fit) from the same start off the truth: centres 0.4 mm away,
+    axes ~10 deg off, line densities 20 % low."""
+    c0 = centers + rng.normal(0.0, 0.4, centers.shape)
+    u0 = axes + rng.normal(0.0, 0.15, axes.shape)
+    a0 = np.full(len(centers), 0.8 * APP.amplitude)
+    return fit_seeds(patch, APP, c0, u0, a0, solver="scipy")[0], fit_seeds(patch, APP, c0, u0, a0)[0]
+
+
+def _assert_same_fit(got, ref):
+    assert got.centers == pytest.approx(ref.centers, abs=1e-6)
+    assert np.abs(np.sum(got.axes * ref.axes, axis=1)) == pytest.approx(1.0, abs=1e-9)
+    assert got.amplitudes == pytest.approx(ref.amplitudes, rel=1e-6)
+    assert got.lengths == pytest.approx(ref.lengths, rel=1e-6)
+    assert got.rss == pytest.approx(ref.rss, rel=1e-8)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("clip", [None, 1500.0])
 def test_compiled_fit_ends_where_scipy_does(name, clip):
@@ -51,17 +69,8 @@ def test_compiled_fit_ends_where_scipy_does(name, clip):
     centers, axes = (np.array(a, float) for a in CASES[name])
     axes /= np.linalg.norm(axes, axis=1, keepdims=True)
     patch = _patch(centers, axes, clip, rng)
-    # start off the truth: centres 0.4 mm away, axes ~10 deg off, line densities 20 % low
-    c0 = centers + rng.normal(0.0, 0.4, centers.shape)
-    u0 = axes + rng.normal(0.0, 0.15, axes.shape)
-    a0 = np.full(len(centers), 0.8 * APP.amplitude)
-    ref, _ = fit_seeds(patch, APP, c0, u0, a0, solver="scipy")
-    got, _ = fit_seeds(patch, APP, c0, u0, a0)
-    assert got.centers == pytest.approx(ref.centers, abs=1e-6)
-    assert np.abs(np.sum(got.axes * ref.axes, axis=1)) == pytest.approx(1.0, abs=1e-9)
-    assert got.amplitudes == pytest.approx(ref.amplitudes, rel=1e-6)
-    assert got.lengths == pytest.approx(ref.lengths, rel=1e-6)
-    assert got.rss == pytest.approx(ref.rss, rel=1e-8)
+    ref, got = _fit_both(patch, centers, axes, rng)
+    _assert_same_fit(got, ref)
     # and both found the seeds (the fit is not merely the same, it is right)
     order = [int(np.argmin(np.linalg.norm(got.centers - c, axis=1))) for c in centers]
     assert sorted(order) == list(range(len(centers)))
@@ -118,21 +127,7 @@ def test_a_chain_of_eight_seeds_ends_where_scipy_does():
     centers = np.column_stack([(np.arange(k) - 3.5) * 5.0, rng.normal(0.0, 0.5, k), rng.normal(0.0, 0.4, k)])
     axes = np.column_stack([np.ones(k), rng.normal(0.0, 0.15, k), rng.normal(0.0, 0.3, k)])
     axes /= np.linalg.norm(axes, axis=1, keepdims=True)
-    xs, ys, zs = np.arange(-32, 33) * 0.7, np.arange(-8, 9) * 0.7, np.arange(-3, 4) * 1.25
-    X, Y, Z = np.meshgrid(xs, ys, zs, indexing="ij")
-    pts = np.column_stack([X.ravel(), Y.ravel(), Z.ravel()])
-    img = seed_images(pts, centers, axes, np.full(k, APP.amplitude), APP.length_mm, SIG, APP.z_offsets()).sum(axis=0)
-    hu = 40.0 + img + rng.normal(0.0, 20.0, len(pts))
-    keep = img > 0.02 * img.max()
-    patch = Patch(points=pts[keep], hu=hu[keep], background=np.full(keep.sum(), 40.0), clip=None, noise_hu=20.0,
-                  in_component=img[keep] > 0.3 * img.max())
-    c0 = centers + rng.normal(0.0, 0.4, centers.shape)
-    u0 = axes + rng.normal(0.0, 0.15, axes.shape)
-    a0 = np.full(k, 0.8 * APP.amplitude)
-    ref, _ = fit_seeds(patch, APP, c0, u0, a0, solver="scipy")
-    got, _ = fit_seeds(patch, APP, c0, u0, a0)
-    assert got.centers == pytest.approx(ref.centers, abs=1e-6)
-    assert np.abs(np.sum(got.axes * ref.axes, axis=1)) == pytest.approx(1.0, abs=1e-8)
-    assert got.amplitudes == pytest.approx(ref.amplitudes, rel=1e-6)
-    assert got.rss == pytest.approx(ref.rss, rel=1e-8)
+    patch = _patch(centers, axes, None, rng, half_x=32)
+    ref, got = _fit_both(patch, centers, axes, rng)
+    _assert_same_fit(got, ref)
     assert np.all(np.linalg.norm(got.centers - centers, axis=1) < 0.3)

@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--solvers", default="compiled,scipy")
     ap.add_argument("--workers", default="2", help="thread counts to compare, e.g. 2,1")
-    ap.add_argument("--normal-min-seeds", default=str(_trf_default()),
+    ap.add_argument("--normal-min-seeds", default=str(_trf.NORMAL_MIN_SEEDS),
                     help="values of seedfinder._trf.NORMAL_MIN_SEEDS to compare, e.g. 8,1000")
     ap.add_argument("--case", default=None, help="a validation scan to time instead of the timing CT")
     ap.add_argument("--cache", default=None, help="pickle of the simulated CT: read if it exists, else written")
@@ -91,12 +91,6 @@ def main(argv=None) -> int:
             json.dump({"date": date.today().isoformat(), "case": args.case or "timing", "machine": platform.processor() or platform.machine(),
                        "cores": os.cpu_count(), "shape_zyx": list(ct.hu.shape), "runs": runs}, fh, indent=1)
     return 0
-
-
-def _trf_default() -> int:
-    from brachymc.seedfinder import _trf
-
-    return _trf.NORMAL_MIN_SEEDS
 
 
 if __name__ == "__main__":
